@@ -1,0 +1,39 @@
+"""rsft — rejection-sampling fine-tuning experiments.
+
+Draw candidates from a proposal, keep those an acceptance rule accepts, fine-tune a model on the
+accepted set, and rebuild that set every epoch.
+"""
+
+from rsft.acceptance import (
+    AcceptAll,
+    Acceptance,
+    AllOf,
+    Ball,
+    DensityRatio,
+    Interval,
+    NonFiniteDensityError,
+    ProbabilisticAcceptance,
+    Region,
+)
+from rsft.proposals import DistributionProposal, ModelProposal, Proposal
+from rsft.sampling import AcceptanceBudgetError, SamplingResult, rejection_sample
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "AcceptAll",
+    "Acceptance",
+    "AcceptanceBudgetError",
+    "AllOf",
+    "Ball",
+    "DensityRatio",
+    "DistributionProposal",
+    "Interval",
+    "ModelProposal",
+    "NonFiniteDensityError",
+    "ProbabilisticAcceptance",
+    "Proposal",
+    "Region",
+    "SamplingResult",
+    "rejection_sample",
+]

@@ -1,0 +1,90 @@
+"""Lightning callbacks that record a run: per-epoch sampling stats and the epoch log file."""
+
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+
+import pytorch_lightning as pl
+import torch
+
+
+def _number(value: object) -> float | None:
+    if torch.is_tensor(value):
+        if value.numel() != 1:
+            return None
+        value = value.item()
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, (int, float)):
+        return float(value)
+    return None
+
+
+def scalar_metrics(metrics: dict[str, object]) -> dict[str, float]:
+    """Flat name → float for every scalar in ``metrics`` (tensors included)."""
+    out = {}
+    for key, value in metrics.items():
+        number = _number(value)
+        if number is not None:
+            out[key] = number
+    return out
+
+
+class SamplingStatsLogger(pl.Callback):
+    """Logs the data module's sampling figures of the epoch as ``sampling/<name>``."""
+
+    LOGGED = (
+        "proposals",
+        "proposals_drawn",
+        "accepted",
+        "acceptance_rate",
+        "seconds",
+        "proposals_per_s",
+        "log_M",
+        "envelope_violations",
+        "envelope_raises",
+    )
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        stats = getattr(trainer.datamodule, "last_stats", None) or {}
+        values = {}
+        for key, value in stats.items():
+            number = _number(value)
+            if number is None or key == "epoch":
+                continue
+            if key in self.LOGGED or key.startswith("rule"):
+                values[f"sampling/{key}"] = number
+        # Rule figures such as max_log_ratio may be -inf before anything is seen: keep the log finite.
+        values = {k: v for k, v in values.items() if math.isfinite(v)}
+        if values:
+            pl_module.log_dict(values, on_step=False, on_epoch=True, batch_size=1)
+
+
+class EpochRecorder(pl.Callback):
+    """Appends one JSON line per finished epoch (every logged scalar) to ``<run_dir>/epochs.jsonl``.
+
+    On resume the rows of epochs that will be re-run are dropped first, so the file always reads as
+    one uninterrupted run.
+    """
+
+    def __init__(self, path: str | Path):
+        self.path = Path(path)
+
+    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or not self.path.exists():
+            return
+        start = trainer.current_epoch
+        rows = [json.loads(line) for line in self.path.read_text().splitlines() if line.strip()]
+        kept = [row for row in rows if row.get("epoch", -1) < start]
+        if len(kept) != len(rows):
+            self.path.write_text("".join(json.dumps(row) + "\n" for row in kept))
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if not trainer.is_global_zero or trainer.sanity_checking:
+            return
+        row = {"epoch": trainer.current_epoch, **scalar_metrics(dict(trainer.callback_metrics))}
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        with self.path.open("a") as handle:
+            handle.write(json.dumps(row) + "\n")

@@ -1,0 +1,215 @@
+"""The LightningDataModule that rebuilds the accepted set every epoch.
+
+Each epoch (``reload_dataloaders_every_n_epochs=1``) ``train_dataloader`` runs the rejection-sampling
+engine on the trainer's device, with the current model bound to on-policy proposals and rules. The
+sampling generator's state is part of the checkpoint, so a resumed run draws exactly what an
+uninterrupted one would. Under multi-process training every rank draws its own share of the
+accepted set from its own stream.
+"""
+
+from __future__ import annotations
+
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytorch_lightning as pl
+import torch
+from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
+
+from rsft.acceptance import Acceptance
+from rsft.proposals import Batch, Proposal
+from rsft.sampling import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_PROPOSALS, SamplingResult, rejection_sample
+from rsft.tasks.base import Task
+
+
+class EmptyAcceptedSetError(RuntimeError):
+    """A sampling round accepted nothing and ``sampler.on_empty=error``."""
+
+
+@dataclass
+class SamplerSettings:
+    """The ``sampler`` config group (keys shared by every experiment)."""
+
+    num_accepted: int | None = 20_000
+    num_proposals: int | None = None
+    chunk_size: int = DEFAULT_CHUNK_SIZE
+    max_proposals: int = DEFAULT_MAX_PROPOSALS
+    allow_partial: bool = False
+    fail_fast: bool = True
+    save_accepted: bool = False
+    on_empty: str = "error"  # "error" or "skip": what to do when a round accepts nothing
+
+    def __post_init__(self) -> None:
+        if self.on_empty not in ("error", "skip"):
+            raise ValueError(f"sampler.on_empty must be 'error' or 'skip', got {self.on_empty!r}")
+
+
+class BatchDict(Dataset):
+    """A dict of equally long tensors, indexed by a list of row indices (one whole batch per item)."""
+
+    def __init__(self, batch: Batch):
+        self.batch = batch
+        self.size = next(iter(batch.values())).shape[0] if batch else 0
+
+    def __len__(self) -> int:
+        return self.size
+
+    def __getitem__(self, rows: list[int]) -> Batch:
+        index = torch.as_tensor(rows, device=next(iter(self.batch.values())).device)
+        return {k: v[index] for k, v in self.batch.items()}
+
+
+def batch_loader(batch: Batch, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
+    """Mini-batches of a dict of tensors that stay on their device (no worker processes, no copies)."""
+    data = BatchDict(batch)
+    order = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
+    return DataLoader(data, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None, collate_fn=None)
+
+
+class RejectionSamplingDataModule(pl.LightningDataModule):
+    """Rejection-samples a fresh training set every epoch; evaluation sets come from the task."""
+
+    def __init__(
+        self,
+        proposal: Proposal,
+        acceptance: Acceptance,
+        task: Task,
+        sampler: SamplerSettings | dict[str, Any],
+        batch_size: int = 512,
+        seed: int = 0,
+        run_dir: str | Path | None = None,
+        eval_batch_size: int = 4096,
+    ):
+        super().__init__()
+        if batch_size <= 0:
+            raise ValueError(f"data.batch_size must be positive, got {batch_size}")
+        self.proposal = proposal
+        self.acceptance = acceptance
+        self.task = task
+        self.sampler = sampler if isinstance(sampler, SamplerSettings) else SamplerSettings(**sampler)
+        self.batch_size = int(batch_size)
+        self.eval_batch_size = int(eval_batch_size)
+        self.seed = int(seed)
+        self.run_dir = Path(run_dir) if run_dir is not None else None
+        self._generator: torch.Generator | None = None
+        self._pending_state: torch.Tensor | None = None
+        self.last_stats: dict[str, float] = {}
+        self.last_accepted: Batch | None = None
+        self._val_names: list[str] = []
+
+    # -- where and who -------------------------------------------------------------------
+    @property
+    def device(self) -> torch.device:
+        if self.trainer is not None:
+            return self.trainer.strategy.root_device
+        return torch.device("cpu")
+
+    @property
+    def rank(self) -> tuple[int, int]:
+        if self.trainer is not None:
+            return self.trainer.global_rank, self.trainer.world_size
+        return 0, 1
+
+    def generator(self) -> torch.Generator:
+        """This rank's sampling stream: seeded from (seed, rank), restored from a checkpoint."""
+        if self._generator is None or self._generator.device != self.device:
+            rank, _ = self.rank
+            self._generator = torch.Generator(self.device)
+            self._generator.manual_seed(self.seed * 1_000_003 + rank)
+            if self._pending_state is not None:
+                self._generator.set_state(self._pending_state)
+                self._pending_state = None
+        return self._generator
+
+    def share(self, total: int | None) -> int | None:
+        """This rank's part of ``total`` (parts differ by at most one and add up to ``total``)."""
+        if total is None:
+            return None
+        rank, world = self.rank
+        return total // world + (1 if rank < total % world else 0)
+
+    # -- one sampling round --------------------------------------------------------------
+    def sample_round(self, model: Any = None) -> SamplingResult:
+        """Run the engine once with the current model bound; annotate what was accepted."""
+        if model is not None:
+            self.proposal.bind(model)
+            self.acceptance.bind(model)
+        s = self.sampler
+        result = rejection_sample(
+            self.proposal,
+            self.acceptance,
+            num_accepted=self.share(s.num_accepted) if s.num_proposals is None else None,
+            num_proposals=self.share(s.num_proposals),
+            chunk_size=s.chunk_size,
+            max_proposals=s.max_proposals,
+            allow_partial=s.allow_partial,
+            fail_fast=s.fail_fast,
+            generator=self.generator(),
+        )
+        result.batch = self.task.annotate(result.batch)
+        return result
+
+    def train_dataloader(self) -> DataLoader:
+        model = self.trainer.lightning_module if self.trainer is not None else None
+        epoch = self.trainer.current_epoch if self.trainer is not None else 0
+        was_training = model.training if model is not None else False
+        if model is not None:
+            model.eval()  # sampling from the model: no dropout, no batch-norm updates
+        try:
+            result = self.sample_round(model)
+        finally:
+            if model is not None:
+                model.train(was_training)
+        accepted = int(result.stats["accepted"])
+        self.last_stats = {"epoch": epoch, **result.stats}
+        self.last_accepted = result.batch
+        if accepted == 0:
+            message = (
+                f"epoch {epoch}: the sampling round accepted nothing ({int(result.stats['proposals_drawn']):,} "
+                f"candidates drawn). Stats: {_short(result.stats)}"
+            )
+            if self.sampler.on_empty == "error":
+                raise EmptyAcceptedSetError(
+                    message + ". Loosen the acceptance rule, raise sampler.num_proposals, or set "
+                    "sampler.on_empty=skip to skip such rounds with a warning"
+                )
+            warnings.warn(message + "; skipping this epoch's training (sampler.on_empty=skip)", stacklevel=2)
+        if self.sampler.save_accepted and self.run_dir is not None:
+            rank, world = self.rank
+            suffix = f"_rank{rank}" if world > 1 else ""
+            out = self.run_dir / "accepted" / f"epoch_{epoch:03d}{suffix}.pt"
+            out.parent.mkdir(parents=True, exist_ok=True)
+            torch.save({k: v.detach().cpu() for k, v in result.batch.items()}, out)
+        # Shuffle order from (seed, epoch, rank): a resumed run shuffles exactly as the original did.
+        rank, _ = self.rank
+        order = torch.Generator().manual_seed(hash((self.seed, epoch, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+        return batch_loader(result.batch, self.batch_size, shuffle=True, generator=order)
+
+    def val_dataloader(self) -> list[DataLoader]:
+        sets = self.task.validation_sets(self.device)
+        self._val_names = list(sets)
+        return [batch_loader(batch, self.eval_batch_size, shuffle=False) for batch in sets.values()]
+
+    # -- checkpointing -------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        state: dict[str, Any] = {"seed": self.seed}
+        if self._generator is not None:
+            state["generator"] = self._generator.get_state()
+        return state
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if state.get("seed", self.seed) != self.seed:
+            raise ValueError(
+                f"the checkpoint was written by a run with seed={state['seed']} but this run has seed={self.seed}; "
+                "resume with the same seed"
+            )
+        if "generator" in state:
+            self._pending_state = state["generator"]
+            self._generator = None
+
+
+def _short(stats: dict[str, float]) -> str:
+    keys = ("proposals", "accepted", "acceptance_rate", "log_M", "envelope_violations")
+    return ", ".join(f"{k}={stats[k]:.4g}" if isinstance(stats[k], float) else f"{k}={stats[k]}" for k in keys if k in stats)

@@ -1,0 +1,7 @@
+"""Tasks: the problem being solved — what candidates mean, how to evaluate, what to plot."""
+
+from rsft.tasks.base import Task
+from rsft.tasks.density import DensityTask
+from rsft.tasks.sectors import SectorTask
+
+__all__ = ["DensityTask", "SectorTask", "Task"]

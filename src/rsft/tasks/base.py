@@ -1,0 +1,28 @@
+"""The task interface the data module and the training loop rely on."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rsft.proposals import Batch
+
+
+class Task:
+    """Base class. A task labels accepted candidates, provides evaluation sets, and plots a run."""
+
+    name = "task"
+
+    def annotate(self, batch: Batch) -> Batch:
+        """Add task fields (e.g. labels) to accepted candidates; identity by default."""
+        return batch
+
+    def validation_sets(self, device: torch.device) -> dict[str, Batch]:
+        """Named evaluation sets (each a batch), built deterministically from the task's own seed."""
+        return {}
+
+    def plot(self, path: Path, accepted: Batch | None, model: Any) -> Path | None:
+        """Write a PNG summarising the run to ``path``; return it, or None when there is nothing to plot."""
+        return None

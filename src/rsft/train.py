@@ -1,0 +1,213 @@
+"""``rsft-train``: compose proposal × acceptance × model × task with Hydra and fine-tune.
+
+``train(cfg)`` does the work and is what tests call; ``main`` is the Hydra command-line entry.
+Everything a run writes goes to its run directory (``paths.output_dir``):
+
+    config.yaml         the resolved config           epochs.jsonl   one row of figures per epoch
+    metrics.json        final metrics (flat)          checkpoints/   last.ckpt (for resume=auto)
+    before.json         metrics before fine-tuning    accepted/      accepted batches (save_accepted)
+    plots/run.png       accepted samples and model    csv/, wandb/   logger files
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import hydra
+import pytorch_lightning as pl
+import torch
+from hydra.errors import InstantiationException
+from omegaconf import DictConfig, OmegaConf
+
+from rsft.callbacks import EpochRecorder, SamplingStatsLogger, scalar_metrics
+from rsft.config import conf_dir, register_resolvers
+from rsft.data import RejectionSamplingDataModule
+from rsft.proposals import DistributionProposal, Proposal
+
+log = logging.getLogger("rsft")
+
+REQUIRED_TOP_LEVEL = ("seed", "proposal", "acceptance", "model", "task", "sampler", "trainer", "paths")
+
+
+def check_config(cfg: DictConfig) -> None:
+    """Reject settings that would otherwise fail late or silently."""
+    missing = [key for key in REQUIRED_TOP_LEVEL if key not in cfg]
+    if missing:
+        raise ValueError(f"the config has no {', '.join(missing)}: compose it from conf/train.yaml")
+    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
+        raise ValueError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    resume = cfg.get("resume")
+    if resume is not None and resume != "auto" and not Path(str(resume)).is_file():
+        raise FileNotFoundError(f"resume={resume!r}: no such checkpoint file; pass resume=auto or a .ckpt path")
+
+
+def resolve_checkpoint(resume: str | None, run_dir: Path) -> str | None:
+    """``resume=auto``: the run dir's last checkpoint if there is one; a path: that checkpoint."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    return str(resume)
+
+
+def pretraining_source(proposal: Proposal) -> Proposal:
+    """What the model is pre-trained on: the proposal, or for an on-policy proposal its defensive part."""
+    if proposal.on_policy:
+        defensive = getattr(proposal, "defensive", None)
+        if defensive is None:
+            raise ValueError(
+                "model.pretrain.steps > 0 with an on-policy proposal needs proposal.defensive to pre-train on; "
+                "set model.pretrain.steps=0 or give a defensive distribution"
+            )
+        return DistributionProposal(defensive)
+    return proposal
+
+
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")
+    os.replace(tmp, path)
+
+
+def _instantiate_all(group: DictConfig | None) -> list[Any]:
+    if not group:
+        return []
+    return [hydra.utils.instantiate(node) for node in group.values() if node is not None and "_target_" in node]
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one experiment; return ``metrics[cfg.objective]`` (for sweepers) or None."""
+    check_config(cfg)
+    started = time.perf_counter()
+    run_dir = Path(cfg.paths.output_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(bool(cfg.get("deterministic", False)), warn_only=True)
+
+    task = hydra.utils.instantiate(cfg.task)
+    proposal = hydra.utils.instantiate(cfg.proposal)
+    acceptance = hydra.utils.instantiate(cfg.acceptance)
+    model = hydra.utils.instantiate(cfg.model.net)
+    datamodule = RejectionSamplingDataModule(
+        proposal,
+        acceptance,
+        task,
+        sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
+        batch_size=cfg.model.batch_size,
+        seed=cfg.seed,
+        run_dir=run_dir,
+    )
+
+    ckpt_path = resolve_checkpoint(cfg.get("resume"), run_dir)
+    before_path = run_dir / "before.json"
+    if ckpt_path is None:
+        before_path.unlink(missing_ok=True)
+        if cfg.model.get("init_checkpoint"):
+            model.load_initial_weights(cfg.model.init_checkpoint)
+        elif cfg.model.pretrain.steps > 0:
+            source = pretraining_source(proposal)
+            generator = torch.Generator().manual_seed(cfg.seed + 7919)
+            losses = model.pretrain(
+                lambda n, g: task.annotate(source.sample(n, g)), cfg.model.pretrain.steps, cfg.model.pretrain.batch_size, generator
+            )
+            log.info("pre-trained %d steps on the proposal: loss %.4f -> %.4f", len(losses), losses[0], losses[-1])
+    else:
+        log.info("resuming from %s", ckpt_path)
+
+    loggers = _instantiate_all(cfg.get("logger"))
+    callbacks = _instantiate_all(cfg.get("callbacks"))
+    callbacks += [
+        SamplingStatsLogger(),
+        EpochRecorder(run_dir / "epochs.jsonl"),
+        pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1),
+    ]
+    trainer: pl.Trainer = hydra.utils.instantiate(
+        cfg.trainer,
+        callbacks=callbacks,
+        logger=loggers or False,
+        default_root_dir=str(run_dir),
+        reload_dataloaders_every_n_epochs=1,
+        num_sanity_val_steps=0,
+        use_distributed_sampler=False,  # each rank samples its own share
+    )
+
+    if ckpt_path is None and cfg.get("eval_before", True):
+        results = trainer.validate(model, datamodule=datamodule, verbose=False)
+        before = {f"before/{k}": v for r in results for k, v in scalar_metrics(r).items()}
+        if trainer.is_global_zero:
+            write_json(before_path, before)
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    metrics: dict[str, float] = {}
+    if before_path.is_file():
+        metrics.update(json.loads(before_path.read_text()))
+    metrics.update(scalar_metrics(dict(trainer.callback_metrics)))
+    for key, value in scalar_metrics(datamodule.last_stats).items():
+        metrics[f"sampling/{key}"] = value
+    metrics["epochs"] = float(trainer.current_epoch)
+    metrics["wall_seconds"] = time.perf_counter() - started
+    if trainer.is_global_zero:
+        write_json(run_dir / "metrics.json", metrics)
+        if cfg.get("plot", True):
+            plot = task.plot(run_dir / "plots" / "run.png", datamodule.last_accepted, model)
+            if plot is not None:
+                for lg in loggers:
+                    if hasattr(lg, "log_image"):
+                        lg.log_image(key="run_plot", images=[str(plot)])
+        _print_summary(metrics, run_dir)
+
+    objective = cfg.get("objective")
+    if objective:
+        if objective not in metrics:
+            raise KeyError(f"objective={objective!r} is not among the run's metrics: {sorted(metrics)}")
+        return metrics[objective]
+    return None
+
+
+def _print_summary(metrics: dict[str, float], run_dir: Path) -> None:
+    rows = [
+        (k, v)
+        for k, v in sorted(metrics.items())
+        if k.startswith(("before/", "val/", "test/")) or k in ("sampling/acceptance_rate", "sampling/log_M", "sampling/envelope_violations", "wall_seconds")
+    ]
+    width = max((len(k) for k, _ in rows), default=10)
+    lines = [f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"  {k:<{width}}  {v}" for k, v in rows]
+    print(f"rsft: finished; run dir {run_dir}\n" + "\n".join(lines), flush=True)
+
+
+def _one_line(err: BaseException) -> str:
+    while isinstance(err, InstantiationException) and err.__cause__ is not None:
+        err = err.__cause__
+    text = " ".join(str(err).split())
+    return f"{type(err).__name__}: {text}"
+
+
+def _entry(cfg: DictConfig) -> float | None:
+    try:
+        return train(cfg)
+    except Exception as err:  # noqa: BLE001 - turn any failure into one readable line at the CLI
+        if os.environ.get("HYDRA_FULL_ERROR") == "1":
+            raise
+        print(f"rsft-train: error: {_one_line(err)}\n(set HYDRA_FULL_ERROR=1 for the full trace)", file=sys.stderr, flush=True)
+        raise SystemExit(1) from None
+
+
+def main() -> None:
+    """Console entry point (``rsft-train``)."""
+    register_resolvers()
+    hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(_entry)()
+
+
+if __name__ == "__main__":
+    main()
