@@ -25,11 +25,14 @@ import pytorch_lightning as pl
 import torch
 from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
+from pytorch_lightning.utilities import rank_zero_only
 
 from rsft.callbacks import EpochRecorder, SamplingStatsLogger, scalar_metrics
 from rsft.config import conf_dir, register_resolvers
 from rsft.data import RejectionSamplingDataModule
 from rsft.proposals import DistributionProposal, Proposal
+from rsft.sweep import finish_record, finished_metrics, flat_config, start_record
+from rsft.wandb_logging import finish_wandb
 
 log = logging.getLogger("rsft")
 
@@ -58,8 +61,12 @@ def resolve_checkpoint(resume: str | None, run_dir: Path) -> str | None:
     return str(resume)
 
 
-def pretraining_source(proposal: Proposal) -> Proposal:
-    """What the model is pre-trained on: the proposal, or for an on-policy proposal its defensive part."""
+def pretraining_source(proposal: Proposal, model: Any = None) -> Proposal:
+    """What the model is pre-trained on: the proposal, or for an on-policy proposal its defensive part
+    (or what the proposal names itself, e.g. gold chains of thought for a language-model policy)."""
+    own = getattr(proposal, "pretraining_source", None)
+    if callable(own):
+        return own(model)
     if proposal.on_policy:
         defensive = getattr(proposal, "defensive", None)
         if defensive is None:
@@ -91,7 +98,16 @@ def train(cfg: DictConfig) -> float | None:
     started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
-    (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    if cfg.get("skip_finished", False):
+        done = finished_metrics(run_dir, cfg)
+        if done is not None:  # a relaunched sweep: this job already finished with this config
+            log.info("skip_finished=true: %s already holds the metrics of this config; not re-running", run_dir)
+            return _objective(cfg, done)
+    record = None
+    if rank_zero_only.rank == 0:  # the other ranks of a multi-process run re-enter train() too
+        (run_dir / "metrics.json").unlink(missing_ok=True)  # stale metrics must not outlive their config
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+        record = start_record(run_dir, str(cfg.get("name", "")))
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.get("deterministic", False)), warn_only=True)
 
@@ -116,7 +132,7 @@ def train(cfg: DictConfig) -> float | None:
         if cfg.model.get("init_checkpoint"):
             model.load_initial_weights(cfg.model.init_checkpoint)
         elif cfg.model.pretrain.steps > 0:
-            source = pretraining_source(proposal)
+            source = pretraining_source(proposal, model)
             generator = torch.Generator().manual_seed(cfg.seed + 7919)
             losses = model.pretrain(
                 lambda n, g: task.annotate(source.sample(n, g)), cfg.model.pretrain.steps, cfg.model.pretrain.batch_size, generator
@@ -126,6 +142,9 @@ def train(cfg: DictConfig) -> float | None:
         log.info("resuming from %s", ckpt_path)
 
     loggers = _instantiate_all(cfg.get("logger"))
+    hyperparameters = flat_config(cfg)  # all of it, not a hand-picked subset
+    for lg in loggers:
+        lg.log_hyperparams(hyperparameters)
     callbacks = _instantiate_all(cfg.get("callbacks"))
     callbacks += [
         SamplingStatsLogger(),
@@ -165,8 +184,14 @@ def train(cfg: DictConfig) -> float | None:
                 for lg in loggers:
                     if hasattr(lg, "log_image"):
                         lg.log_image(key="run_plot", images=[str(plot)])
+        finish_wandb(loggers, metrics)
+        if record is not None:
+            finish_record(run_dir, record)
         _print_summary(metrics, run_dir)
+    return _objective(cfg, metrics)
 
+
+def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:
     objective = cfg.get("objective")
     if objective:
         if objective not in metrics:

@@ -1,0 +1,122 @@
+"""What a run records about itself and the sweep it belongs to, and finding runs that already finished.
+
+Every run writes ``<run dir>/run.json`` when it starts and updates it when it ends:
+
+    {
+      "name": "density_grid25",              # the experiment name (cfg.name)
+      "run_dir": "/.../multiruns/<time>/proposal.scale=2,seed=0",
+      "overrides": ["proposal.scale=2", "seed=0"],   # the command-line overrides of this job
+      "mode": "multirun",                    # "run", "multirun", or "api" (train(cfg) called from Python)
+      "sweep_dir": "/.../multiruns/<time>",  # null outside a multirun
+      "job_num": 3, "job_id": "...",         # Hydra's job number in the sweep (null outside a multirun)
+      "launcher": "hydra_plugins....LocalLauncher",  # null when unknown
+      "status": "running" | "finished",
+      "started": "2026-...Z", "finished": "2026-...Z" | null
+    }
+
+Hydra's own ``.hydra/overrides.yaml`` holds the overrides too, but only when Hydra writes its output
+subdir; ``run.json`` is always there and also says which sweep the run belongs to. ``rsft-compare``
+reads it to key runs by the overrides that differ.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+
+RUN_RECORD = "run.json"
+
+#: Keys that do not change what a run computes: a finished run with other values still counts as done.
+NOT_RESULT_KEYS = ("resume", "skip_finished")
+
+
+def flat_config(cfg: DictConfig | dict[str, Any], sep: str = ".") -> dict[str, Any]:
+    """The whole resolved config as ``{"model.net.lr": 0.001, ...}`` (lists stay lists; None stays None)."""
+    container = OmegaConf.to_container(cfg, resolve=True) if isinstance(cfg, DictConfig) else cfg
+    out: dict[str, Any] = {}
+
+    def walk(node: Any, prefix: str) -> None:
+        if isinstance(node, dict) and node:
+            for key, value in node.items():
+                walk(value, f"{prefix}{sep}{key}" if prefix else str(key))
+        else:
+            out[prefix] = node
+
+    walk(container, "")
+    return out
+
+
+def hydra_job_info() -> dict[str, Any]:
+    """Overrides, mode, sweep dir and job number of the current Hydra job (``mode: api`` without Hydra)."""
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    if not HydraConfig.initialized():
+        return {"overrides": [], "mode": "api", "sweep_dir": None, "job_num": None, "job_id": None, "launcher": None}
+    hc = HydraConfig.get()
+    multirun = hc.mode == RunMode.MULTIRUN
+    launcher = hc.launcher.get("_target_") if hc.get("launcher") is not None else None
+    return {
+        "overrides": list(hc.overrides.task),
+        "mode": "multirun" if multirun else "run",
+        "sweep_dir": str(Path(hc.sweep.dir).resolve()) if multirun else None,
+        "job_num": int(hc.job.num) if multirun and hc.job.get("num") is not None else None,
+        "job_id": str(hc.job.id) if hc.job.get("id") is not None else None,
+        "launcher": launcher if multirun else None,
+    }
+
+
+def _now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def _write(path: Path, data: dict[str, Any]) -> None:
+    tmp = path.with_suffix(path.suffix + ".tmp")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    os.replace(tmp, path)
+
+
+def start_record(run_dir: Path, name: str) -> dict[str, Any]:
+    """Write ``run.json`` with status ``running``; returns the record."""
+    record = {"name": name, "run_dir": str(Path(run_dir).resolve()), **hydra_job_info()}
+    record.update(status="running", started=_now(), finished=None)
+    _write(Path(run_dir) / RUN_RECORD, record)
+    return record
+
+
+def finish_record(run_dir: Path, record: dict[str, Any]) -> None:
+    """Mark ``run.json`` as finished."""
+    record = {**record, "status": "finished", "finished": _now()}
+    _write(Path(run_dir) / RUN_RECORD, record)
+
+
+def read_record(run_dir: Path) -> dict[str, Any] | None:
+    path = Path(run_dir) / RUN_RECORD
+    return json.loads(path.read_text()) if path.is_file() else None
+
+
+def _result_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:
+    flat = flat_config(cfg)
+    return {k: v for k, v in flat.items() if k.split(".")[0] not in NOT_RESULT_KEYS}
+
+
+def finished_metrics(run_dir: Path, cfg: DictConfig) -> dict[str, float] | None:
+    """The metrics of a run that already finished in ``run_dir`` with the same config, else None.
+
+    Finished means: ``metrics.json`` exists and the ``config.yaml`` beside it equals ``cfg`` (up to
+    keys that do not change results, such as ``resume``). ``train`` removes a stale ``metrics.json``
+    before it writes a new ``config.yaml``, so the two always belong to the same run.
+    """
+    run_dir = Path(run_dir)
+    metrics_path, config_path = run_dir / "metrics.json", run_dir / "config.yaml"
+    if not (metrics_path.is_file() and config_path.is_file()):
+        return None
+    previous = OmegaConf.load(config_path)
+    if _result_config(previous) != _result_config(cfg):
+        return None
+    return json.loads(metrics_path.read_text())
