@@ -9,6 +9,7 @@ accepted set from its own stream.
 
 from __future__ import annotations
 
+import math
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -163,7 +164,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
             if model is not None:
                 model.train(was_training)
         accepted = int(result.stats["accepted"])
-        self.last_stats = {"epoch": epoch, **result.stats}
+        self.last_stats = {"epoch": epoch, **self.all_ranks(result.stats)}
         self.last_accepted = result.batch
         if accepted == 0:
             message = (
@@ -193,10 +194,25 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         return [batch_loader(batch, self.eval_batch_size, shuffle=False) for batch in sets.values()]
 
     # -- checkpointing -------------------------------------------------------------------
+    def all_ranks(self, stats: dict[str, Any]) -> dict[str, Any]:
+        """This round's figures over all ranks (counts summed, rates recomputed); the rank's own with one."""
+        _, world = self.rank
+        if world == 1:
+            return stats
+        keys = sorted(k for k, v in stats.items() if isinstance(v, (int, float)) and k != "partial")
+        local = torch.tensor([float(stats[k]) for k in keys] + [float(stats.get("partial", 0))], dtype=torch.float64)
+        gathered = self.trainer.strategy.all_gather(local.to(self.device)).reshape(world, -1).cpu()
+        per_rank = [dict(zip([*keys, "partial"], row.tolist())) for row in gathered]
+        return {**stats, **combine_rank_stats(per_rank)}
+
     def state_dict(self) -> dict[str, Any]:
         state: dict[str, Any] = {"seed": self.seed}
         if self._generator is not None:
             state["generator"] = self._generator.get_state()
+            _, world = self.rank
+            if world > 1:  # the checkpoint is written by rank 0: it must carry every rank's stream
+                gathered = self.trainer.strategy.all_gather(state["generator"].to(self.device))
+                state["generators"] = [g.cpu() for g in gathered.reshape(world, -1)]
         return state
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -205,9 +221,50 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
                 f"the checkpoint was written by a run with seed={state['seed']} but this run has seed={self.seed}; "
                 "resume with the same seed"
             )
-        if "generator" in state:
+        rank, world = self.rank
+        if "generators" in state:
+            if len(state["generators"]) != world:
+                raise ValueError(
+                    f"the checkpoint holds the sampling streams of {len(state['generators'])} processes but this run has "
+                    f"{world}; resume with the same trainer.devices × trainer.num_nodes"
+                )
+            self._pending_state = state["generators"][rank]
+            self._generator = None
+        elif "generator" in state:
+            if world > 1:
+                raise ValueError(
+                    f"the checkpoint was written by a single-process run but this run has {world} processes; "
+                    "resume with the same trainer.devices × trainer.num_nodes"
+                )
             self._pending_state = state["generator"]
             self._generator = None
+
+
+#: How a figure of one sampling round combines over ranks (anything else: the mean).
+SUMMED = ("proposals", "proposals_drawn", "accepted", "chunks", "envelope_violations", "envelope_raises")
+LARGEST = ("seconds", "log_M", "max_log_ratio", "partial")  # ranks sample in parallel: the round takes the longest
+
+
+def combine_rank_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
+    """One round's figures over all ranks: counts add up, rates are recomputed from the totals."""
+    out: dict[str, float] = {}
+    for key in per_rank[0]:
+        values = [stats[key] for stats in per_rank]
+        if key in SUMMED or key.endswith(("_violations", "_raises")):
+            out[key] = float(sum(values))
+        elif key in LARGEST or key.endswith("log_M") or key.split("_", 1)[-1].startswith("max_"):
+            known = [v for v in values if not math.isnan(v)]  # NaN: a rank had no estimate yet
+            out[key] = float(max(known)) if known else float("nan")
+        else:
+            out[key] = float(sum(values) / len(values))
+    if "accepted" in out and "proposals" in out:
+        out["acceptance_rate"] = out["accepted"] / out["proposals"] if out["proposals"] else float("nan")
+    if out.get("seconds", 0) > 0:
+        if "proposals_per_s" in out and "proposals_drawn" in out:
+            out["proposals_per_s"] = out["proposals_drawn"] / out["seconds"]
+        if "accepted_per_s" in out and "accepted" in out:
+            out["accepted_per_s"] = out["accepted"] / out["seconds"]
+    return out
 
 
 def _short(stats: dict[str, float]) -> str:

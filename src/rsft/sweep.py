@@ -120,3 +120,31 @@ def finished_metrics(run_dir: Path, cfg: DictConfig) -> dict[str, float] | None:
     if _result_config(previous) != _result_config(cfg):
         return None
     return json.loads(metrics_path.read_text())
+
+
+#: Set when something other than Lightning started this process as one rank of a multi-process job.
+EXTERNAL_LAUNCH_VARS = ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID")
+
+
+def check_process_launch(trainer_cfg: DictConfig) -> None:
+    """Refuse multi-process training where Lightning would have to re-run a command that is not ``rsft-train``.
+
+    Lightning's DDP starts ranks 1..n-1 by re-running the command line. That is right for one
+    ``rsft-train`` run, wrong inside a multirun (the re-run would launch the whole sweep again) and
+    wrong from Python (it would re-run the caller's script).
+    """
+    devices, nodes = trainer_cfg.get("devices", 1), trainer_cfg.get("num_nodes", 1) or 1
+    count = len(devices) if isinstance(devices, (list, tuple)) or OmegaConf.is_list(devices) else devices
+    if not isinstance(count, int) or count * nodes <= 1 or "spawn" in str(trainer_cfg.get("strategy", "")):
+        return
+    if any(var in os.environ for var in EXTERNAL_LAUNCH_VARS):
+        return
+    mode = hydra_job_info()["mode"]
+    if mode == "run":
+        return
+    where = "inside a multirun" if mode == "multirun" else "from Python (train(cfg))"
+    raise ValueError(
+        f"trainer.devices={devices} × trainer.num_nodes={nodes} {where}: Lightning starts the other ranks by "
+        "re-running the command line, which only works for a single `rsft-train` run. Run multi-process jobs one "
+        "at a time, sweep them with hydra/launcher=submitit_slurm (one task per device), or launch with torchrun"
+    )

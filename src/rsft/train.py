@@ -17,6 +17,7 @@ import math
 import os
 import sys
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -31,7 +32,7 @@ from rsft.callbacks import EpochRecorder, SamplingStatsLogger, scalar_metrics
 from rsft.config import conf_dir, register_resolvers
 from rsft.data import RejectionSamplingDataModule
 from rsft.proposals import DistributionProposal, Proposal
-from rsft.sweep import finish_record, finished_metrics, flat_config, start_record
+from rsft.sweep import check_process_launch, finish_record, finished_metrics, flat_config, start_record
 from rsft.wandb_logging import finish_wandb
 
 log = logging.getLogger("rsft")
@@ -95,6 +96,7 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
 def train(cfg: DictConfig) -> float | None:
     """Run one experiment; return ``metrics[cfg.objective]`` (for sweepers) or None."""
     check_config(cfg)
+    check_process_launch(cfg.trainer)
     started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
@@ -231,6 +233,8 @@ def _entry(cfg: DictConfig) -> float | None:
 def main() -> None:
     """Console entry point (``rsft-train``)."""
     register_resolvers()
+    # rsft's launcher files share the plugins' names on purpose; Hydra validates them against the plugins' schemas.
+    warnings.filterwarnings("ignore", message=r"\s*'hydra/launcher/\w+' is validated against ConfigStore schema")
     hydra.main(config_path=str(conf_dir()), config_name="train", version_base="1.3")(_entry)()
 
 
