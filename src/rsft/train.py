@@ -209,7 +209,17 @@ def _print_summary(metrics: dict[str, float], run_dir: Path) -> None:
         if k.startswith(("before/", "val/", "test/")) or k in ("sampling/acceptance_rate", "sampling/log_M", "sampling/envelope_violations", "wall_seconds")
     ]
     width = max((len(k) for k, _ in rows), default=10)
-    lines = [f"  {k:<{width}}  {v:.4g}" if isinstance(v, float) and math.isfinite(v) else f"  {k:<{width}}  {v}" for k, v in rows]
+
+    def fmt(v: object) -> str:
+        return f"{v:.4g}" if isinstance(v, float) and math.isfinite(v) else str(v)
+
+    # A metric measured before fine-tuning too is printed once, as "before -> after".
+    after = {k for k, _ in rows if f"before/{k}" in metrics}
+    lines = [
+        f"  {k:<{width}}  {fmt(metrics[f'before/{k}'])} -> {fmt(v)}" if k in after else f"  {k:<{width}}  {fmt(v)}"
+        for k, v in rows
+        if not (k.startswith("before/") and k[len("before/") :] in after)
+    ]
     print(f"rsft: finished; run dir {run_dir}\n" + "\n".join(lines), flush=True)
 
 

@@ -3,5 +3,13 @@
 from rsft.models.base import FineTunedModel
 from rsft.models.classifier import MLPClassifier
 from rsft.models.flow import FlowModel
+from rsft.models.tabular import BinaryTabularClassifier, LogisticRegression, MLPTabularClassifier
 
-__all__ = ["FineTunedModel", "FlowModel", "MLPClassifier"]
+__all__ = [
+    "BinaryTabularClassifier",
+    "FineTunedModel",
+    "FlowModel",
+    "LogisticRegression",
+    "MLPClassifier",
+    "MLPTabularClassifier",
+]

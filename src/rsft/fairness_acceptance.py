@@ -1,0 +1,211 @@
+"""Fair resampling of a training set as acceptance rules (Kamiran & Calders 2012).
+
+Each rule judges rows drawn uniformly with replacement from the training set (``proposal=dataset``:
+the batch carries the sensitive attribute ``s``, the label ``y`` and the row ``index``). The
+training set's cells (s, y) have sizes |s, y|; independence of s and y would give them the expected
+sizes E(s, y) = |s|·|y| / n, i.e. the weights W(s, y) = P(s) P(y) / P(s, y).
+
+- ``reweighing``: accept with probability W(s, y) / max W. Accepted rows are i.i.d. draws of the
+  reweighed data, so s and y are independent in them (statistical parity difference ≈ 0).
+- ``uniform_sampling``: the same target, but each chunk keeps fixed quotas per cell proportional
+  to E(s, y) (rows within a cell uniform, with replacement): cell sizes without multinomial noise.
+- ``preferential_sampling``: the cells get their expected sizes by dropping (over-represented cells)
+  or duplicating (under-represented cells) the rows nearest the current model's decision boundary
+  first. Each row gets a copy count w ∈ {0, 1, 2, ...}; a row is accepted with probability
+  w / max w. On-policy: the ranking is recomputed from the bound model at every sampling round.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rsft.acceptance import Acceptance, ProbabilisticAcceptance
+from rsft.dataset_proposal import training_rows
+from rsft.proposals import Batch
+
+
+class EmptyCellError(ValueError):
+    """A (sensitive attribute, label) cell of the training set has no rows."""
+
+
+def _require_fields(batch: Batch, rule: str, fields: tuple[str, ...] = ("s", "y")) -> None:
+    missing = [f for f in fields if f not in batch]
+    if missing:
+        raise KeyError(
+            f"acceptance={rule} needs the field(s) {missing} in the proposal's batch (sensitive attribute 's', "
+            f"label 'y', row 'index'), which has {sorted(batch)}: use proposal=dataset with a task that has a sensitive attribute"
+        )
+
+
+def _binary_long(values: torch.Tensor, name: str) -> torch.Tensor:
+    values = values.long()
+    if bool(((values != 0) & (values != 1)).any()):
+        raise ValueError(
+            f"{name} must be binary 0/1 for fair resampling, got values {torch.unique(values).tolist()[:10]}; "
+            "binarise the sensitive attribute (1 = privileged) and the label (1 = favourable)"
+        )
+    return values
+
+
+def cell_counts(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Counts of rows per cell, as a 2×2 tensor indexed [s, y]."""
+    s, y = _binary_long(s, "sensitive attribute s"), _binary_long(y, "label y")
+    return torch.bincount(2 * s + y, minlength=4).reshape(2, 2)
+
+
+def reweighing_weights(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """W(s, y) = P(s) P(y) / P(s, y) as a float64 2×2 tensor [s, y]; every cell must be non-empty."""
+    counts = cell_counts(s, y).double()
+    if bool((counts == 0).any()):
+        empty = [f"(s={i}, y={j})" for i in (0, 1) for j in (0, 1) if counts[i, j] == 0]
+        raise EmptyCellError(
+            f"the training rows have no examples in cell(s) {', '.join(empty)}: fair resampling needs rows in all four "
+            "(sensitive attribute, label) cells; choose another sensitive attribute or data split"
+        )
+    n = counts.sum()
+    expected = counts.sum(1, keepdim=True) * counts.sum(0, keepdim=True) / n  # |s| |y| / n
+    return expected / counts
+
+
+def _weight_stats(weights: torch.Tensor) -> dict[str, float]:
+    return {f"rule_weight_s{i}_y{j}": float(weights[i, j]) for i in (0, 1) for j in (0, 1)}
+
+
+class Reweighing(ProbabilisticAcceptance):
+    """Accept a row with probability W(s, y) / max W (``acceptance=reweighing``)."""
+
+    def __init__(self, data: Any):
+        rows = training_rows(data)
+        _require_fields(rows, "reweighing")
+        self.weights = reweighing_weights(rows["s"], rows["y"])
+        self.log_accept = (self.weights / self.weights.max()).log()
+
+    def to(self, device: torch.device | str) -> Reweighing:
+        self.log_accept = self.log_accept.to(device)
+        return self
+
+    def log_accept_prob(self, batch: Batch) -> torch.Tensor:
+        _require_fields(batch, "reweighing")
+        s, y = _binary_long(batch["s"], "sensitive attribute s"), _binary_long(batch["y"], "label y")
+        return self.log_accept[s, y].to(torch.float32)
+
+    def stats(self) -> dict[str, float]:
+        return {**_weight_stats(self.weights), "rule_expected_acceptance_rate": float(1 / self.weights.max())}
+
+
+class UniformSampling(Acceptance):
+    """Per chunk, keep the largest set whose cell sizes are proportional to E(s, y) (``acceptance=uniform_sampling``).
+
+    The chunk's rows are i.i.d. uniform draws from the training set, so keeping the first q(s, y)
+    rows of each cell keeps a uniform random subset of the cell.
+    """
+
+    def __init__(self, data: Any):
+        rows = training_rows(data)
+        _require_fields(rows, "uniform_sampling")
+        counts = cell_counts(rows["s"], rows["y"]).double()
+        self.weights = reweighing_weights(rows["s"], rows["y"])
+        self.fractions = (self.weights * counts / counts.sum()).flatten()  # E(s, y) / n, cells in order 2s + y
+
+    def to(self, device: torch.device | str) -> UniformSampling:
+        self.fractions = self.fractions.to(device)
+        return self
+
+    def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        _require_fields(batch, "uniform_sampling")
+        cell = 2 * _binary_long(batch["s"], "sensitive attribute s") + _binary_long(batch["y"], "label y")
+        one_hot = torch.nn.functional.one_hot(cell, 4)
+        available = one_hot.sum(0).double()
+        total = torch.floor((available / self.fractions).min())  # rows kept in this chunk
+        quota = torch.floor(total * self.fractions)
+        rank = (one_hot.cumsum(0) - 1).gather(1, cell[:, None]).squeeze(1)  # position of each row within its cell
+        return rank < quota[cell]
+
+    def stats(self) -> dict[str, float]:
+        return {**_weight_stats(self.weights), "rule_expected_acceptance_rate": float(1 / self.weights.max())}
+
+
+def preferential_copies(scores: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """Kamiran & Calders' preferential sampling as copy counts per training row.
+
+    ``scores`` are the ranker's probabilities of the favourable label. In each cell, rows are ranked
+    from the decision boundary outwards (favourable rows by ascending score, unfavourable rows by
+    descending score). A cell larger than its expected size E = round(|s||y|/n) drops its
+    |cell| − E most borderline rows (copy count 0, others 1); a smaller cell gives every row
+    ⌊E/|cell|⌋ copies and one more to its E mod |cell| most borderline rows.
+    """
+    counts = cell_counts(s, y)
+    if bool((counts == 0).any()):
+        reweighing_weights(s, y)  # raises the empty-cell error
+    n = int(counts.sum())
+    copies = torch.zeros_like(y, dtype=torch.long)
+    for si in (0, 1):
+        for yi in (0, 1):
+            members = ((s == si) & (y == yi)).nonzero().squeeze(1)
+            m = members.numel()
+            expected = int(round(float(counts[si].sum() * counts[:, yi].sum()) / n))
+            # borderline first: favourable rows with the lowest scores, unfavourable with the highest
+            order = torch.argsort(scores[members], descending=(yi == 0), stable=True)
+            rank = torch.empty(m, dtype=torch.long, device=members.device)
+            rank[order] = torch.arange(m, device=members.device)
+            if expected < m:
+                copies[members] = (rank >= m - expected).long()
+            else:
+                copies[members] = expected // m + (rank < expected % m).long()
+    return copies
+
+
+class PreferentialSampling(ProbabilisticAcceptance):
+    """Accept row i with probability copies_i / max copies (``acceptance=preferential_sampling``, on-policy)."""
+
+    def __init__(self, data: Any, score_batch_size: int = 65536):
+        rows = training_rows(data)
+        _require_fields(rows, "preferential_sampling", ("s", "y", "x"))
+        reweighing_weights(rows["s"], rows["y"])  # fail early on an empty cell
+        self.rows = {k: rows[k] for k in ("x", "y", "s")}
+        self.score_batch_size = int(score_batch_size)
+        self.model = None
+        self.copies: torch.Tensor | None = None
+
+    def bind(self, model: Any) -> None:
+        if not hasattr(model, "predict_proba"):
+            raise TypeError(
+                f"acceptance=preferential_sampling ranks rows by the model's scores, but {type(model).__name__} has no "
+                "predict_proba(x); use a credit classifier (model=logistic or model=mlp_tabular)"
+            )
+        self.model = model
+
+    def to(self, device: torch.device | str) -> PreferentialSampling:
+        self.rows = {k: v.to(device) for k, v in self.rows.items()}
+        return self
+
+    @torch.no_grad()
+    def start(self) -> None:
+        if self.model is None:
+            self.copies = None
+            return
+        x = self.rows["x"]
+        scores = torch.cat([self.model.predict_proba(x[i : i + self.score_batch_size].to(self.model.device)).to(x.device)
+                            for i in range(0, x.shape[0], self.score_batch_size)])
+        self.copies = preferential_copies(scores, self.rows["s"], self.rows["y"])
+        self.log_accept = (self.copies.double() / self.copies.max()).log().float()
+
+    def log_accept_prob(self, batch: Batch) -> torch.Tensor:
+        if self.copies is None:
+            raise RuntimeError(
+                "acceptance=preferential_sampling ranks rows by the model being trained; it was used before bind(model) "
+                "(the data module binds the model each round)"
+            )
+        _require_fields(batch, "preferential_sampling", ("index",))
+        return self.log_accept[batch["index"].to(self.log_accept.device)]
+
+    def stats(self) -> dict[str, float]:
+        if self.copies is None:
+            return {}
+        return {
+            "rule_rows_dropped": float((self.copies == 0).sum()),
+            "rule_rows_duplicated": float((self.copies > 1).sum()),
+            "rule_expected_acceptance_rate": float(self.copies.double().mean() / self.copies.max()),
+        }

@@ -1,0 +1,393 @@
+"""``rsft-table <name>``: reproduce a published table from ``experiments/<name>.yaml``.
+
+Every row (a label + Hydra overrides) is run for every seed through ``rsft-train -m`` (Hydra
+multirun, so any launcher works: pass e.g. ``hydra/launcher=joblib`` after the name). Runs land in
+``outputs/tables/<name>/runs/<row>/seed=<k>``; a cell whose ``metrics.json`` exists is never run
+again, so re-running after a crash runs only what is missing. The table (mean ± std over seeds,
+the published reference beside each cell, a verdict per cell) is printed with rich and written to
+``outputs/tables/<name>/table.md`` and ``table.csv``. The schema is documented in
+``experiments/README.md``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import math
+import os
+import re
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from rsft.config import REPO_ROOT
+
+TOLERANCE_RULES = ("spread", "absolute", "relative")
+
+
+class TableSpecError(ValueError):
+    """``experiments/<name>.yaml`` does not follow the schema."""
+
+
+# -- the spec ---------------------------------------------------------------------------------------
+@dataclass
+class Metric:
+    key: str
+    label: str
+    digits: int = 4
+
+
+@dataclass
+class Tolerance:
+    """A cell is *inside* when |mean − reference| ≤ max(k·std, absolute, relative·|reference|)."""
+
+    rule: str = "spread"
+    k: float = 2.0
+    absolute: float = 0.0
+    relative: float = 0.0
+
+    def bound(self, std: float, reference: float) -> float:
+        if self.rule == "spread":
+            return max(self.k * (std if math.isfinite(std) else 0.0), self.absolute, self.relative * abs(reference))
+        if self.rule == "absolute":
+            return self.absolute
+        return self.relative * abs(reference)
+
+
+@dataclass
+class Row:
+    label: str
+    overrides: list[str]
+    reference: dict[str, float] = field(default_factory=dict)
+
+    @property
+    def slug(self) -> str:
+        return re.sub(r"[^A-Za-z0-9._-]+", "_", self.label).strip("_") or "row"
+
+
+@dataclass
+class TableSpec:
+    name: str
+    title: str
+    source: str
+    seeds: list[int]
+    metrics: list[Metric]
+    rows: list[Row]
+    overrides: list[str] = field(default_factory=list)
+    tolerance: Tolerance = field(default_factory=Tolerance)
+    env: dict[str, str] = field(default_factory=dict)
+    notes: str = ""
+
+
+def _require(cond: bool, where: str, message: str) -> None:
+    if not cond:
+        raise TableSpecError(f"{where}: {message}")
+
+
+def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> TableSpec:
+    """Check and convert a loaded ``experiments/<name>.yaml``."""
+    _require(isinstance(data, dict), where, "must be a mapping with keys title, source, seeds, metrics, rows")
+    unknown = set(data) - {"title", "source", "seeds", "metrics", "rows", "overrides", "tolerance", "env", "notes"}
+    _require(not unknown, where, f"unknown key(s) {sorted(unknown)}")
+    seeds = data.get("seeds", 5)
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        _require(seeds > 0, where, f"seeds must be positive, got {seeds}")
+        seeds = list(range(seeds))
+    _require(isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds), where,
+             f"seeds must be a count or a list of non-negative integers, got {seeds!r}")
+    metrics_raw = data.get("metrics")
+    _require(isinstance(metrics_raw, list) and metrics_raw, where, "metrics must be a non-empty list")
+    metrics = []
+    for m in metrics_raw:
+        if isinstance(m, str):
+            m = {"key": m}
+        _require(isinstance(m, dict) and "key" in m, where, f"each metric needs a key (a name in metrics.json), got {m!r}")
+        metrics.append(Metric(key=str(m["key"]), label=str(m.get("label", m["key"])), digits=int(m.get("digits", 4))))
+    keys = {m.key for m in metrics}
+    rows_raw = data.get("rows")
+    _require(isinstance(rows_raw, list) and rows_raw, where, "rows must be a non-empty list")
+    rows = []
+    for i, r in enumerate(rows_raw):
+        _require(isinstance(r, dict) and "label" in r, where, f"row {i} needs a label, got {r!r}")
+        overrides = r.get("overrides", []) or []
+        _require(isinstance(overrides, list) and all(isinstance(o, str) for o in overrides), where,
+                 f"row {r['label']!r}: overrides must be a list of Hydra override strings")
+        reference = r.get("reference", {}) or {}
+        _require(isinstance(reference, dict), where, f"row {r['label']!r}: reference must map metric keys to numbers")
+        stray = set(reference) - keys
+        _require(not stray, where, f"row {r['label']!r}: reference names metric(s) {sorted(stray)} that are not in metrics")
+        rows.append(Row(str(r["label"]), list(overrides), {k: float(v) for k, v in reference.items()}))
+    slugs = [r.slug for r in rows]
+    _require(len(set(slugs)) == len(slugs), where, f"row labels must differ (as directory names), got {slugs}")
+    tol_raw = data.get("tolerance", {}) or {}
+    _require(isinstance(tol_raw, dict), where, "tolerance must be a mapping (rule, k, absolute, relative)")
+    tolerance = Tolerance(**tol_raw)
+    _require(tolerance.rule in TOLERANCE_RULES, where, f"tolerance.rule must be one of {TOLERANCE_RULES}, got {tolerance.rule!r}")
+    overrides = data.get("overrides", []) or []
+    _require(isinstance(overrides, list), where, "overrides must be a list of Hydra override strings")
+    env = data.get("env", {}) or {}
+    _require(isinstance(env, dict), where, "env must map environment variable names to values")
+    return TableSpec(
+        name=name, title=str(data.get("title", name)), source=str(data.get("source", "")), seeds=seeds,
+        metrics=metrics, rows=rows, overrides=[str(o) for o in overrides], tolerance=tolerance,
+        env={str(k): str(v) for k, v in env.items()}, notes=str(data.get("notes", "")),
+    )
+
+
+def load_spec(name_or_path: str, experiments_dir: Path | None = None) -> TableSpec:
+    path = Path(name_or_path)
+    if not path.suffix:
+        path = (experiments_dir or REPO_ROOT / "experiments") / f"{name_or_path}.yaml"
+    if not path.is_file():
+        raise FileNotFoundError(f"no table spec {path}; write experiments/<name>.yaml (see experiments/README.md)")
+    return parse_spec(yaml.safe_load(path.read_text()), path.stem, str(path))
+
+
+# -- running --------------------------------------------------------------------------------------
+def run_dir(out: Path, row: Row, seed: int) -> Path:
+    return out / "runs" / row.slug / f"seed={seed}"
+
+
+def missing_seeds(spec: TableSpec, out: Path, row: Row) -> list[int]:
+    return [s for s in spec.seeds if not (run_dir(out, row, s) / "metrics.json").is_file()]
+
+
+def multirun_command(spec: TableSpec, out: Path, row: Row, seeds: list[int], extra: list[str]) -> list[str]:
+    """``rsft-train -m`` for one row and the given seeds, with deterministic run directories."""
+    return [
+        sys.executable, "-m", "rsft.train", "-m",
+        *spec.overrides, *row.overrides,
+        f"seed={','.join(str(s) for s in seeds)}",
+        f"hydra.sweep.dir={out / 'runs' / row.slug}",
+        "hydra.sweep.subdir='seed=${seed}'",
+        *extra,
+    ]
+
+
+def failure_reason(stderr: str, returncode: int) -> str:
+    """The line of a failed run's stderr that says why: rsft-train's own one-line error if present."""
+    lines = [ln.strip() for ln in stderr.splitlines() if ln.strip() and "HYDRA_FULL_ERROR" not in ln]
+    for prefer in ("rsft-train: error:", "error"):
+        for line in lines:
+            if prefer in line.lower():
+                return line
+    return lines[-1] if lines else f"exit code {returncode}"
+
+
+def run_missing(spec: TableSpec, out: Path, extra: list[str], log: Any) -> dict[str, str]:
+    """Run every missing (row, seed); return row label → error line for rows whose runs failed."""
+    errors: dict[str, str] = {}
+    # The spec's env (e.g. OMP_NUM_THREADS=1 for many tiny jobs) unless the caller's environment sets it.
+    env = {**spec.env, **os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    for row in spec.rows:
+        seeds = missing_seeds(spec, out, row)
+        if not seeds:
+            continue
+        log(f"[bold]{row.label}[/]: running seed(s) {seeds}")
+        started = time.perf_counter()
+        proc = subprocess.run(multirun_command(spec, out, row, seeds, extra), capture_output=True, text=True, env=env)
+        if proc.returncode != 0:
+            reason = failure_reason(proc.stderr, proc.returncode)
+            errors[row.label] = reason.strip()
+            (out / "runs" / row.slug).mkdir(parents=True, exist_ok=True)
+            (out / "runs" / row.slug / "last_error.txt").write_text(proc.stderr)
+            log(f"  [red]failed[/] ({time.perf_counter() - started:.0f} s): {reason.strip()}")
+        else:
+            log(f"  done in {time.perf_counter() - started:.0f} s")
+    return errors
+
+
+# -- aggregating ------------------------------------------------------------------------------------
+@dataclass
+class Cell:
+    row: str
+    metric: str
+    values: list[float]
+    reference: float | None
+    bound: float | None = None
+    verdict: str = "missing"
+
+    @property
+    def n(self) -> int:
+        return len(self.values)
+
+    @property
+    def mean(self) -> float:
+        return sum(self.values) / self.n if self.values else math.nan
+
+    @property
+    def std(self) -> float:
+        """Sample standard deviation over seeds (n − 1); NaN with fewer than two."""
+        if self.n < 2:
+            return math.nan
+        m = self.mean
+        return math.sqrt(sum((v - m) ** 2 for v in self.values) / (self.n - 1))
+
+
+def judge(cell: Cell, tolerance: Tolerance) -> Cell:
+    if not cell.values:
+        cell.verdict = "missing"
+    elif cell.reference is None:
+        cell.verdict = "no reference"
+    else:
+        cell.bound = tolerance.bound(cell.std, cell.reference)
+        cell.verdict = "inside" if abs(cell.mean - cell.reference) <= cell.bound else "outside"
+    return cell
+
+
+def collect(spec: TableSpec, out: Path) -> list[list[Cell]]:
+    """One Cell per (row, metric) from the runs' metrics.json (finite values only)."""
+    table = []
+    for row in spec.rows:
+        runs = []
+        for seed in spec.seeds:
+            path = run_dir(out, row, seed) / "metrics.json"
+            if path.is_file():
+                runs.append(json.loads(path.read_text()))
+        cells = []
+        for metric in spec.metrics:
+            values = [float(r[metric.key]) for r in runs if metric.key in r and r[metric.key] is not None and math.isfinite(float(r[metric.key]))]
+            cells.append(judge(Cell(row.label, metric.key, values, row.reference.get(metric.key)), spec.tolerance))
+        table.append(cells)
+    return table
+
+
+def format_cell(cell: Cell, digits: int) -> str:
+    if not cell.values:
+        return "missing"
+    std = f" ± {cell.std:.{digits}f}" if cell.n > 1 else ""
+    return f"{cell.mean:.{digits}f}{std}"
+
+
+def format_reference(cell: Cell, digits: int) -> str:
+    return "—" if cell.reference is None else f"{cell.reference:.{digits}f}"
+
+
+def write_outputs(spec: TableSpec, table: list[list[Cell]], out: Path, footer: str = "") -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md = [f"# {spec.title}", ""]
+    if spec.source:
+        md += [f"Reference: {spec.source}", ""]
+    md += [f"Seeds: {spec.seeds}. Cells: mean ± std over seeds (n = runs found); reference in brackets; "
+           f"verdict by the tolerance rule {spec.tolerance}.", ""]
+    header = ["row"] + [m.label for m in spec.metrics]
+    md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    for row, cells in zip(spec.rows, table):
+        parts = [row.label]
+        for metric, cell in zip(spec.metrics, cells):
+            text = format_cell(cell, metric.digits)
+            if cell.values:
+                text += f" (n={cell.n})"
+            if cell.reference is not None:
+                text += f" [{format_reference(cell, metric.digits)}]"
+            if cell.verdict in ("inside", "outside"):
+                text += " ✓" if cell.verdict == "inside" else " ✗"
+            parts.append(text)
+        md.append("| " + " | ".join(parts) + " |")
+    inside = sum(c.verdict == "inside" for cells in table for c in cells)
+    judged = sum(c.verdict in ("inside", "outside") for cells in table for c in cells)
+    missing = sum(c.verdict == "missing" for cells in table for c in cells)
+    md += ["", f"{inside} of {judged} judged cells inside the tolerance (✓ inside, ✗ outside); {missing} missing."]
+    if footer:
+        md += ["", footer]
+    md_path = out / "table.md"
+    md_path.write_text("\n".join(md) + "\n")
+    csv_path = out / "table.csv"
+    with csv_path.open("w", newline="") as handle:
+        writer = csv.writer(handle)
+        writer.writerow(["row", "metric", "n", "mean", "std", "reference", "bound", "verdict"])
+        for cells in table:
+            for c in cells:
+                writer.writerow([c.row, c.metric, c.n, "" if not c.values else c.mean, "" if c.n < 2 else c.std,
+                                 "" if c.reference is None else c.reference, "" if c.bound is None else c.bound, c.verdict])
+    return md_path, csv_path
+
+
+def print_table(spec: TableSpec, table: list[list[Cell]], console: Any) -> None:
+    from rich.table import Table
+
+    rich_table = Table(title=spec.title, caption=f"reference: {spec.source}" if spec.source else None)
+    rich_table.add_column("row")
+    for metric in spec.metrics:
+        rich_table.add_column(metric.label, justify="right")
+        rich_table.add_column("ref", justify="right", style="dim")
+    colour = {"inside": "green", "outside": "red", "missing": "yellow", "no reference": "white"}
+    for row, cells in zip(spec.rows, table):
+        parts = [row.label]
+        for metric, cell in zip(spec.metrics, cells):
+            mark = {"inside": " ✓", "outside": " ✗"}.get(cell.verdict, "")
+            parts.append(f"[{colour[cell.verdict]}]{format_cell(cell, metric.digits)}{mark}[/]")
+            parts.append(format_reference(cell, metric.digits))
+        rich_table.add_row(*parts)
+    console.print(rich_table)
+
+
+def log_to_wandb(spec: TableSpec, table: list[list[Cell]], out: Path) -> None:
+    """The table as a W&B Table in a run of its own (offline unless WANDB_MODE says otherwise)."""
+    import wandb
+
+    run = wandb.init(project="rsft", name=f"table-{spec.name}", job_type="table", dir=str(out),
+                     mode=os.environ.get("WANDB_MODE", "offline"), config={"seeds": spec.seeds, "source": spec.source})
+    columns = ["row", "metric", "n", "mean", "std", "reference", "verdict"]
+    data = [[c.row, c.metric, c.n, c.mean, c.std, c.reference, c.verdict] for cells in table for c in cells]
+    run.log({f"table/{spec.name}": wandb.Table(columns=columns, data=data)})
+    run.finish()
+
+
+# -- the command ----------------------------------------------------------------------------------
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="rsft-table", description=__doc__.split("\n\n")[0])
+    parser.add_argument("name", help="experiments/<name>.yaml (or a path to a .yaml file)")
+    parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. hydra/launcher=joblib)")
+    parser.add_argument("--collect", action="store_true", help="only aggregate the runs that exist; run nothing")
+    parser.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the spec's seeds")
+    parser.add_argument("--output-root", type=Path, default=REPO_ROOT / "outputs" / "tables", help="default: <repo>/outputs/tables")
+    parser.add_argument("--wandb", action="store_true", help="also log the table as a W&B Table (offline unless WANDB_MODE is set)")
+    args = parser.parse_intermixed_args(argv)
+
+    from rich.console import Console
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    try:
+        spec = load_spec(args.name)
+    except (FileNotFoundError, TableSpecError, yaml.YAMLError) as err:
+        print(f"rsft-table: error: {err}", file=sys.stderr)
+        return 2
+    if args.seeds is not None:
+        if args.seeds <= 0:
+            print(f"rsft-table: error: --seeds must be positive, got {args.seeds}", file=sys.stderr)
+            return 2
+        spec.seeds = list(range(args.seeds))
+    out = args.output_root / spec.name
+    started = time.perf_counter()
+    errors: dict[str, str] = {}
+    if not args.collect:
+        errors = run_missing(spec, out, list(args.overrides), console.print)
+    seconds = time.perf_counter() - started
+    table = collect(spec, out)
+    footer = "" if args.collect else f"Wall time of this rsft-table invocation: {seconds:.0f} s."
+    if errors:
+        footer += "\n\nRows with failed runs:\n" + "\n".join(f"- {label}: {reason}" for label, reason in errors.items())
+    md_path, csv_path = write_outputs(spec, table, out, footer.strip())
+    print_table(spec, table, console)
+    for label, reason in errors.items():
+        console.print(f"[yellow]{label}[/]: missing — {reason}")
+    console.print(f"wrote {md_path} and {csv_path}" + ("" if args.collect else f" ({seconds:.0f} s)"))
+    if args.wandb:
+        log_to_wandb(spec, table, out)
+    return 0
+
+
+def entry() -> None:
+    """Console entry point (``rsft-table``)."""
+    raise SystemExit(main())
+
+
+if __name__ == "__main__":
+    entry()

@@ -1,0 +1,41 @@
+"""``task=credit``: fair credit decisions — fine-tune a classifier on fairly resampled training rows.
+
+The task owns the data split (``task.data``: dataset, sensitive attribute, split seed, optional
+path), shared with ``proposal=dataset`` and the fairness acceptances through the same cached
+loader. Evaluation sets: the validation split (``val``, where the decision threshold is chosen)
+and the test split (``test``), each with features ``x``, label ``y`` and sensitive attribute ``s``.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from rsft.datasets.credit_data import CreditSplit
+from rsft.proposals import Batch
+from rsft.tasks.base import Task
+
+
+class CreditTask(Task):
+    name = "credit"
+
+    def __init__(self, data: CreditSplit, num_features: dict[str, int] | None = None):
+        if not isinstance(data, CreditSplit):
+            raise TypeError(f"task.data must build a CreditSplit (rsft.datasets.load_credit_split), got {type(data).__name__}")
+        declared = (num_features or {}).get(data.dataset)
+        if declared is not None and declared != data.input_dim:
+            # the model's input size is read from task.num_features: it must match the data
+            raise ValueError(
+                f"task.num_features.{data.dataset}={declared} but {data.dataset} has {data.input_dim} features "
+                f"after preprocessing; set task.num_features.{data.dataset}={data.input_dim}"
+            )
+        self.data = data
+        self.input_dim = data.input_dim
+
+    def validation_sets(self, device: torch.device) -> dict[str, Batch]:
+        return {name: {k: v.to(device) for k, v in getattr(self.data, split).items()} for name, split in (("val", "valid"), ("test", "test"))}
+
+    def plot(self, path: Path, accepted: Batch | None, model: Any) -> Path | None:
+        return None

