@@ -1,0 +1,88 @@
+"""End to end: rsft-train experiment=rft_arithmetic (tiny_gpt and hf_causal_lm), empty rounds, bad paths."""
+
+from __future__ import annotations
+
+import json
+import warnings
+
+import pytest
+import torch
+
+from rsft.data import EmptyAcceptedSetError
+from rsft.train import train
+
+SMALL = [
+    "experiment=rft_arithmetic", "debug=fast", "logger=none",
+    "task.num_sft=32", "task.num_answer_only=32", "task.num_eval=16", "task.num_train_eval=8",
+    "proposal.k=2", "proposal.chunk_prompts=16", "proposal.max_new_tokens=20",
+    "model.net.eval_k=2", "model.net.eval_max_new_tokens=20",
+]
+ROUND_KEYS = (
+    "sampling/acceptance_rate", "sampling/round_prompts_with_accepted", "sampling/round_correct_paths_per_prompt",
+    "val/test_greedy_accuracy", "val/test_pass_at_k", "val/test_maj_at_k", "val/train_test_gap",
+)
+
+
+def rows(run):
+    return [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
+
+
+def test_rft_arithmetic_smoke_logs_every_round_metric(run_config, tmp_path):
+    # Enough SFT that some samples are correct, so rounds accept something.
+    cfg = run_config(*SMALL, "model.pretrain.steps=150", "model.net.n_embd=32", "model.net.n_layer=1")
+    train(cfg)
+    run = tmp_path / "run"
+    metrics = json.loads((run / "metrics.json").read_text())
+    for key in (*ROUND_KEYS, "before/val/test_greedy_accuracy"):
+        assert key in metrics, key
+    epochs = rows(run)
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    assert all("val/test_greedy_accuracy" in r and "sampling/round_candidates" in r for r in epochs)
+    assert epochs[0]["sampling/round_candidates"] == 64  # 32 prompts x k=2
+
+
+def test_hf_causal_lm_random_weights_with_lora_runs_end_to_end(run_config, tmp_path):
+    pytest.importorskip("transformers")
+    pytest.importorskip("peft")
+    cfg = run_config(
+        *SMALL, "model=hf_causal_lm", "model.pretrain.steps=3", "model.net.max_seq_len=40",
+        "model.net.config.n_layer=1", "model.net.config.n_embd=32", "model.net.config.n_head=2",
+        "+model.net.lora={r:4,alpha:8}", "model.batch_size=16",
+    )
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a random model accepts nothing: on_empty=skip warns, gold rows train
+        train(cfg)
+    metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
+    assert metrics["epochs"] == 2 and "val/test_greedy_accuracy" in metrics
+
+
+def test_hf_causal_lm_from_a_local_directory_and_a_missing_one(tmp_path):
+    transformers = pytest.importorskip("transformers")
+    tokenizers = pytest.importorskip("tokenizers")
+    from rsft.models.hf_causal_lm import HFCausalLM
+
+    with pytest.raises(FileNotFoundError, match="model.net.path='/no/such/model' does not exist"):
+        HFCausalLM(path="/no/such/model")
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    bpe.train_from_iterator(["1+2:1+2=3;#3", "3*4-5:3*4=12;12-5=7;#7"] * 20, vocab_size=280, min_frequency=1, special_tokens=["<eos>", "<pad>"])
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<pad>")
+    config = transformers.GPT2Config(vocab_size=len(tok), n_layer=1, n_head=2, n_embd=16, n_positions=32)
+    transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "lm")
+    tok.save_pretrained(tmp_path / "lm")
+    model = HFCausalLM(path=str(tmp_path / "lm"), max_seq_len=32).eval()
+    assert model.tokenizer.decode(model.tokenizer.encode("3*4=12;#7") + [model.tokenizer.eos_id, 5]) == "3*4=12;#7"
+    ids, mask = model.encode_prompts(["1+2:", "3*4-5:"])
+    runs = [model.generate(ids, mask, max_new_tokens=6, generator=torch.Generator().manual_seed(0), use_cache=c) for c in (True, False)]
+    assert torch.equal(runs[0]["completion"], runs[1]["completion"])
+    assert torch.allclose(runs[0]["log_prob"], runs[1]["log_prob"], atol=1e-4)
+
+
+def test_a_round_that_accepts_nothing_errors_with_diagnostics_or_skips_with_a_warning(run_config, tmp_path):
+    nothing = [*SMALL, "model.pretrain.steps=0", "model.net.n_embd=16", "model.net.n_layer=1",
+               "acceptance=reward_threshold", "acceptance.threshold=2.0", "eval_before=false"]
+    with pytest.raises(EmptyAcceptedSetError, match=r"accepted nothing.*round_prompts=32.*round_correct_rate=0"):
+        train(run_config(*nothing, "sampler.on_empty=error"))
+    with pytest.warns(UserWarning, match=r"training on the proposal's 32 extra rows only"):
+        train(run_config(*nothing, "sampler.on_empty=skip", run_dir=tmp_path / "skip_gold"))
+    with pytest.warns(UserWarning, match=r"skipping this epoch's training"):
+        train(run_config(*nothing, "sampler.on_empty=skip", "proposal.mix_gold=false", run_dir=tmp_path / "skip"))
