@@ -54,7 +54,7 @@ class SamplingStatsLogger(pl.Callback):
             number = _number(value)
             if number is None or key == "epoch":
                 continue
-            if key in self.LOGGED or key.startswith("rule"):
+            if key in self.LOGGED or key.startswith(("rule", "round_")):
                 values[f"sampling/{key}"] = number
         # Rule figures such as max_log_ratio may be -inf before anything is seen: keep the log finite.
         values = {k: v for k, v in values.items() if math.isfinite(v)}

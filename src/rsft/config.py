@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import os
 from pathlib import Path
 
@@ -24,9 +25,12 @@ def conf_dir() -> Path:
 
 
 def register_resolvers() -> None:
-    """``${rsft_root:}`` resolves to the repository root (where ``outputs/`` lives)."""
+    """``${rsft_root:}`` resolves to the repository root (where ``outputs/`` lives); ``${rsft_mul:a,b}`` to a × b."""
     if not OmegaConf.has_resolver("rsft_root"):
         OmegaConf.register_new_resolver("rsft_root", lambda: str(REPO_ROOT))
+    # ``${rsft_mul:a,b}`` = a × b (integers), e.g. sampler.num_proposals = prompts × k.
+    if not OmegaConf.has_resolver("rsft_mul"):
+        OmegaConf.register_new_resolver("rsft_mul", lambda *xs: math.prod(int(x) for x in xs))
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:

@@ -150,6 +150,11 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
             generator=self.generator(),
         )
         result.batch = self.task.annotate(result.batch)
+        # Proposals that know more about the round (e.g. an LM policy: correct rate, distinct paths)
+        # add their figures; they are logged and quoted when a round accepts nothing.
+        round_stats = getattr(self.proposal, "round_stats", None)
+        if callable(round_stats):
+            result.stats.update(round_stats(result.batch))
         return result
 
     def train_dataloader(self) -> DataLoader:
@@ -166,6 +171,9 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         accepted = int(result.stats["accepted"])
         self.last_stats = {"epoch": epoch, **self.all_ranks(result.stats)}
         self.last_accepted = result.batch
+        # A proposal may extend the round's training set (e.g. mix in gold SFT rows).
+        training_rows = getattr(self.proposal, "training_rows", None)
+        rows = training_rows(result.batch) if callable(training_rows) else result.batch
         if accepted == 0:
             message = (
                 f"epoch {epoch}: the sampling round accepted nothing ({int(result.stats['proposals_drawn']):,} "
@@ -176,7 +184,12 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
                     message + ". Loosen the acceptance rule, raise sampler.num_proposals, or set "
                     "sampler.on_empty=skip to skip such rounds with a warning"
                 )
-            warnings.warn(message + "; skipping this epoch's training (sampler.on_empty=skip)", stacklevel=2)
+            extra_rows = _rows(rows)
+            action = (
+                f"training on the proposal's {extra_rows:,} extra rows only" if extra_rows
+                else "skipping this epoch's training"
+            )
+            warnings.warn(f"{message}; {action} (sampler.on_empty=skip)", stacklevel=2)
         if self.sampler.save_accepted and self.run_dir is not None:
             rank, world = self.rank
             suffix = f"_rank{rank}" if world > 1 else ""
@@ -186,7 +199,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         # Shuffle order from (seed, epoch, rank): a resumed run shuffles exactly as the original did.
         rank, _ = self.rank
         order = torch.Generator().manual_seed(hash((self.seed, epoch, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
-        return batch_loader(result.batch, self.batch_size, shuffle=True, generator=order)
+        return batch_loader(rows, self.batch_size, shuffle=True, generator=order)
 
     def val_dataloader(self) -> list[DataLoader]:
         sets = self.task.validation_sets(self.device)
@@ -267,6 +280,11 @@ def combine_rank_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
     return out
 
 
+def _rows(batch: Batch) -> int:
+    return next(iter(batch.values())).shape[0] if batch else 0
+
+
 def _short(stats: dict[str, float]) -> str:
     keys = ("proposals", "accepted", "acceptance_rate", "log_M", "envelope_violations")
+    keys += tuple(k for k in stats if k.startswith(("round_", "rule")))
     return ", ".join(f"{k}={stats[k]:.4g}" if isinstance(stats[k], float) else f"{k}={stats[k]}" for k in keys if k in stats)

@@ -136,6 +136,7 @@ def rejection_sample(
     out: Batch | None = None  # pre-allocated in num_accepted mode
     pieces: list[Batch] = []  # collected in num_proposals mode
     projected: float | None = None  # set when fail-fast stops the loop early
+    empty: Batch | None = None  # zero rows with the layout of the first chunk
 
     def figures() -> dict[str, float]:
         if device.type == "cuda":
@@ -171,6 +172,8 @@ def rejection_sample(
                 f"got {mask.dtype} of shape {tuple(mask.shape)}"
             )
         chunks += 1
+        if empty is None:  # the batch layout, for an empty result (no extra draw from the proposal)
+            empty = {k: v[:0].clone() for k, v in batch.items()}
         index = mask.nonzero().squeeze(1)
         kept = int(index.numel())  # the one host-device synchronisation per chunk
         if target is not None:
@@ -201,15 +204,14 @@ def rejection_sample(
         if accepted < target:
             _raise_or_warn(stats, target, max_proposals, allow_partial, projected)
         if out is None:  # nothing accepted (partial)
-            sample = proposal.sample(1, generator)
-            out = {k: v[:0] for k, v in sample.items()}
+            out = empty if empty is not None else {k: v[:0] for k, v in proposal.sample(1, generator).items()}
         elif accepted < target:
             out = {k: v[:accepted] for k, v in out.items()}
         return SamplingResult(out, stats)
     if pieces:
         result = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
     else:
-        result = {k: v[:0] for k, v in proposal.sample(1, generator).items()}
+        result = empty if empty is not None else {k: v[:0] for k, v in proposal.sample(1, generator).items()}
     return SamplingResult(result, stats)
 
 
