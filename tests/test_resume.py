@@ -38,11 +38,6 @@ def final_metrics(run_dir: Path) -> dict[str, float]:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    reason="train.py's ModelCheckpoint(save_top_k=0, save_last=True) writes last.ckpt only when fit ends, so a "
-    "killed run has no checkpoint to resume from (seen: checkpoints/ created with the 5th epoch row)",
-    strict=False,
-)
 def test_killed_run_resumes_to_the_same_result(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     finish(command(reference), tmp_path)

@@ -152,6 +152,13 @@ class DensityRatio(ProbabilisticAcceptance):
                 "proposal=gaussian or proposal=model) or a rule that needs none (acceptance=region)"
             )
         x, log_q = batch["x"], batch["log_q"]
+        event_shape = getattr(self.target, "event_shape", None)
+        if event_shape is not None and tuple(x.shape[1:]) != tuple(event_shape):
+            raise ValueError(
+                f"the target has event shape {tuple(event_shape)} but the proposal's candidates x have shape "
+                f"{tuple(x.shape[1:])} each: the target and the proposal disagree on the event shape (check "
+                "task.dim against the proposal's dim)"
+            )
         log_p = self.target.log_prob(x)
         if log_p.shape != log_q.shape:
             raise ValueError(
@@ -200,6 +207,10 @@ class Region(Acceptance):
                 f"got {got}"
             )
         return mask
+
+    def stats(self) -> dict[str, float]:
+        # An indicator is the special case p ∝ q·1_R with M = 1: the envelope always holds.
+        return {"log_M": 0.0, "envelope_violations": 0}
 
 
 class Ball:

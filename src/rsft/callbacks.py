@@ -72,7 +72,9 @@ class EpochRecorder(pl.Callback):
     def __init__(self, path: str | Path):
         self.path = Path(path)
 
-    def on_fit_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # on_train_start runs after a checkpoint's training state is restored: current_epoch is the
+        # first epoch this run will train.
         if not trainer.is_global_zero or not self.path.exists():
             return
         start = trainer.current_epoch

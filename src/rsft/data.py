@@ -1,14 +1,15 @@
 """The LightningDataModule that rebuilds the accepted set every epoch.
 
 Each epoch (``reload_dataloaders_every_n_epochs=1``) ``train_dataloader`` runs the rejection-sampling
-engine on the trainer's device, with the current model bound to on-policy proposals and rules. The
-sampling generator's state is part of the checkpoint, so a resumed run draws exactly what an
-uninterrupted one would. Under multi-process training every rank draws its own share of the
-accepted set from its own stream.
+engine on the trainer's device, with the current model bound to on-policy proposals and rules. Every
+epoch samples from its own stream, derived from (seed, epoch, rank): a resumed run draws exactly
+what an uninterrupted one would, and under multi-process training every rank draws its own share of
+the accepted set from its own stream.
 """
 
 from __future__ import annotations
 
+import hashlib
 import math
 import warnings
 from dataclasses import dataclass
@@ -65,7 +66,8 @@ class BatchDict(Dataset):
 def batch_loader(batch: Batch, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
     """Mini-batches of a dict of tensors that stay on their device (no worker processes, no copies)."""
     data = BatchDict(batch)
-    order = RandomSampler(data, generator=generator) if shuffle else SequentialSampler(data)
+    # An empty set (a skipped round) has nothing to shuffle; RandomSampler refuses size 0.
+    order = RandomSampler(data, generator=generator) if shuffle and len(data) else SequentialSampler(data)
     return DataLoader(data, sampler=BatchSampler(order, batch_size, drop_last=False), batch_size=None, collate_fn=None)
 
 
@@ -94,8 +96,6 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size)
         self.seed = int(seed)
         self.run_dir = Path(run_dir) if run_dir is not None else None
-        self._generator: torch.Generator | None = None
-        self._pending_state: torch.Tensor | None = None
         self.last_stats: dict[str, float] = {}
         self.last_accepted: Batch | None = None
         self._val_names: list[str] = []
@@ -113,16 +113,15 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
             return self.trainer.global_rank, self.trainer.world_size
         return 0, 1
 
-    def generator(self) -> torch.Generator:
-        """This rank's sampling stream: seeded from (seed, rank), restored from a checkpoint."""
-        if self._generator is None or self._generator.device != self.device:
-            rank, _ = self.rank
-            self._generator = torch.Generator(self.device)
-            self._generator.manual_seed(self.seed * 1_000_003 + rank)
-            if self._pending_state is not None:
-                self._generator.set_state(self._pending_state)
-                self._pending_state = None
-        return self._generator
+    def generator(self, epoch: int, purpose: str = "sampling") -> torch.Generator:
+        """The random stream of one (epoch, rank, purpose), derived from the run's seed.
+
+        Each epoch gets its own stream instead of continuing one long stream: a resumed run, or
+        Lightning calling ``train_dataloader`` again for an epoch it restarts, draws exactly what the
+        uninterrupted run drew, with no generator state to carry between processes or ranks.
+        """
+        rank, _ = self.rank
+        return torch.Generator(self.device).manual_seed(stream_seed(self.seed, epoch, rank, purpose))
 
     def share(self, total: int | None) -> int | None:
         """This rank's part of ``total`` (parts differ by at most one and add up to ``total``)."""
@@ -132,7 +131,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         return total // world + (1 if rank < total % world else 0)
 
     # -- one sampling round --------------------------------------------------------------
-    def sample_round(self, model: Any = None) -> SamplingResult:
+    def sample_round(self, model: Any = None, epoch: int = 0) -> SamplingResult:
         """Run the engine once with the current model bound; annotate what was accepted."""
         if model is not None:
             self.proposal.bind(model)
@@ -147,7 +146,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
             max_proposals=s.max_proposals,
             allow_partial=s.allow_partial,
             fail_fast=s.fail_fast,
-            generator=self.generator(),
+            generator=self.generator(epoch),
         )
         result.batch = self.task.annotate(result.batch)
         # Proposals that know more about the round (e.g. an LM policy: correct rate, distinct paths)
@@ -164,7 +163,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         if model is not None:
             model.eval()  # sampling from the model: no dropout, no batch-norm updates
         try:
-            result = self.sample_round(model)
+            result = self.sample_round(model, epoch)
         finally:
             if model is not None:
                 model.train(was_training)
@@ -196,9 +195,9 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
             out = self.run_dir / "accepted" / f"epoch_{epoch:03d}{suffix}.pt"
             out.parent.mkdir(parents=True, exist_ok=True)
             torch.save({k: v.detach().cpu() for k, v in result.batch.items()}, out)
-        # Shuffle order from (seed, epoch, rank): a resumed run shuffles exactly as the original did.
+        # Shuffle order from (seed, epoch, rank) too (a CPU generator: the sampler of indices runs there).
         rank, _ = self.rank
-        order = torch.Generator().manual_seed(hash((self.seed, epoch, rank)) & 0x7FFF_FFFF_FFFF_FFFF)
+        order = torch.Generator().manual_seed(stream_seed(self.seed, epoch, rank, "shuffle"))
         return batch_loader(rows, self.batch_size, shuffle=True, generator=order)
 
     def val_dataloader(self) -> list[DataLoader]:
@@ -219,14 +218,9 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         return {**stats, **combine_rank_stats(per_rank)}
 
     def state_dict(self) -> dict[str, Any]:
-        state: dict[str, Any] = {"seed": self.seed}
-        if self._generator is not None:
-            state["generator"] = self._generator.get_state()
-            _, world = self.rank
-            if world > 1:  # the checkpoint is written by rank 0: it must carry every rank's stream
-                gathered = self.trainer.strategy.all_gather(state["generator"].to(self.device))
-                state["generators"] = [g.cpu() for g in gathered.reshape(world, -1)]
-        return state
+        # The sampling streams are a function of (seed, epoch, rank); the epoch is in Lightning's own
+        # loop state, so the seed is all the checkpoint needs to continue exactly.
+        return {"seed": self.seed, "streams": "per-epoch-v1"}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed", self.seed) != self.seed:
@@ -234,23 +228,12 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
                 f"the checkpoint was written by a run with seed={state['seed']} but this run has seed={self.seed}; "
                 "resume with the same seed"
             )
-        rank, world = self.rank
-        if "generators" in state:
-            if len(state["generators"]) != world:
-                raise ValueError(
-                    f"the checkpoint holds the sampling streams of {len(state['generators'])} processes but this run has "
-                    f"{world}; resume with the same trainer.devices × trainer.num_nodes"
-                )
-            self._pending_state = state["generators"][rank]
-            self._generator = None
-        elif "generator" in state:
-            if world > 1:
-                raise ValueError(
-                    f"the checkpoint was written by a single-process run but this run has {world} processes; "
-                    "resume with the same trainer.devices × trainer.num_nodes"
-                )
-            self._pending_state = state["generator"]
-            self._generator = None
+
+
+def stream_seed(seed: int, epoch: int, rank: int, purpose: str) -> int:
+    """A 63-bit seed for one (seed, epoch, rank, purpose), well mixed so that streams never coincide."""
+    digest = hashlib.sha256(f"rsft/{purpose}/{seed}/{epoch}/{rank}".encode()).digest()
+    return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
 #: How a figure of one sampling round combines over ranks (anything else: the mean).

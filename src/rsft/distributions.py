@@ -9,6 +9,7 @@ randomness derived from an explicit generator, leaving the global RNG untouched.
 from __future__ import annotations
 
 import contextlib
+import copy
 from collections.abc import Iterator
 
 import torch
@@ -16,49 +17,33 @@ from torch import distributions as D
 
 
 def move_distribution(dist: D.Distribution, device: torch.device | str) -> D.Distribution:
-    """Return ``dist`` rebuilt with all tensor parameters on ``device``.
+    """Return a copy of ``dist`` with every tensor it holds on ``device``.
 
-    Handles the parameterised distributions (``arg_constraints``), ``Independent``,
-    ``MixtureSameFamily`` and ``TransformedDistribution`` with parameter-free transforms. Anything
-    else must already live on ``device`` or provide a ``to(device)`` method.
+    Works for any ``torch.distributions`` object, including nested ones (``Independent``,
+    ``MixtureSameFamily``, ``TransformedDistribution`` and its transforms, ``Beta``'s inner Dirichlet)
+    and already-computed lazy parameters, by copying the object graph and moving its tensors.
+    Objects that are not torch distributions but have ``to(device)`` are moved with it.
     """
     device = torch.device(device)
-    if hasattr(dist, "to") and not isinstance(dist, D.Distribution):
-        return dist.to(device)
-    if isinstance(dist, D.Independent):
-        return D.Independent(move_distribution(dist.base_dist, device), dist.reinterpreted_batch_ndims)
-    if isinstance(dist, D.MixtureSameFamily):
-        return D.MixtureSameFamily(
-            move_distribution(dist.mixture_distribution, device),
-            move_distribution(dist.component_distribution, device),
-        )
-    if isinstance(dist, D.TransformedDistribution):
-        return D.TransformedDistribution(move_distribution(dist.base_dist, device), dist.transforms)
-    params = {}
-    for name in dist.arg_constraints:
-        # Distributions store several equivalent parameterisations lazily (probs/logits,
-        # covariance/scale_tril); pass exactly one of each to the constructor.
-        if name not in dist.__dict__:
-            continue
-        value = dist.__dict__[name]
-        params[name] = value.to(device) if torch.is_tensor(value) else value
-    if isinstance(dist, (D.Categorical, D.OneHotCategorical, D.Bernoulli, D.Binomial, D.Multinomial)):
-        # keep only one of probs/logits
-        if "logits" in params and "probs" in params:
-            params.pop("probs")
-    if isinstance(dist, D.MultivariateNormal):
-        for redundant in ("covariance_matrix", "precision_matrix"):
-            if "scale_tril" in params:
-                params.pop(redundant, None)
-    if isinstance(dist, D.Binomial) or isinstance(dist, D.Multinomial):
-        params["total_count"] = dist.total_count
-    try:
-        return type(dist)(**params, validate_args=False)
-    except TypeError as err:  # pragma: no cover - exotic distribution
-        raise TypeError(
-            f"cannot move {type(dist).__name__} to {device}: build it on that device directly "
-            f"(rebuilding from its parameters {sorted(params)} failed: {err})"
-        ) from err
+    if not isinstance(dist, D.Distribution):
+        if hasattr(dist, "to"):
+            return dist.to(device)
+        raise TypeError(f"cannot move {type(dist).__name__} to {device}: it is not a torch distribution and has no to()")
+    return _moved(dist, device)
+
+
+def _moved(obj: object, device: torch.device) -> object:
+    if torch.is_tensor(obj):
+        return obj.to(device)
+    if isinstance(obj, (D.Distribution, D.Transform)):
+        clone = copy.copy(obj)
+        clone.__dict__ = {key: _moved(value, device) for key, value in obj.__dict__.items()}
+        if isinstance(obj, D.Transform):
+            clone._inv = None  # a weak reference to the old inverse: let it be rebuilt on the new device
+        return clone
+    if isinstance(obj, (list, tuple)):
+        return type(obj)(_moved(item, device) for item in obj)
+    return obj
 
 
 @contextlib.contextmanager

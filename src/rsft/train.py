@@ -113,10 +113,10 @@ def train(cfg: DictConfig) -> float | None:
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.get("deterministic", False)), warn_only=True)
 
-    task = hydra.utils.instantiate(cfg.task)
-    proposal = hydra.utils.instantiate(cfg.proposal)
-    acceptance = hydra.utils.instantiate(cfg.acceptance)
-    model = hydra.utils.instantiate(cfg.model.net)
+    task = hydra.utils.instantiate(cfg.task, _convert_="all")
+    proposal = hydra.utils.instantiate(cfg.proposal, _convert_="all")
+    acceptance = hydra.utils.instantiate(cfg.acceptance, _convert_="all")
+    model = hydra.utils.instantiate(cfg.model.net, _convert_="all")
     datamodule = RejectionSamplingDataModule(
         proposal,
         acceptance,
@@ -151,7 +151,9 @@ def train(cfg: DictConfig) -> float | None:
     callbacks += [
         SamplingStatsLogger(),
         EpochRecorder(run_dir / "epochs.jsonl"),
-        pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=0, every_n_epochs=1),
+        # save_top_k=1 without a monitor keeps the newest epoch; Lightning writes last.ckpt only on
+        # epochs where it saved a checkpoint, so save_top_k=0 would leave a killed run nothing to resume.
+        pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1, every_n_epochs=1),
     ]
     trainer: pl.Trainer = hydra.utils.instantiate(
         cfg.trainer,
