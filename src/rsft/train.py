@@ -140,6 +140,9 @@ def train(cfg: DictConfig) -> float | None:
                 lambda n, g: task.annotate(source.sample(n, g)), cfg.model.pretrain.steps, cfg.model.pretrain.batch_size, generator
             )
             log.info("pre-trained %d steps on the proposal: loss %.4f -> %.4f", len(losses), losses[0], losses[-1])
+            if cfg.model.get("save_pretrained", False):  # so other runs can start here (model.init_checkpoint)
+                (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+                torch.save(model.state_dict(), run_dir / "checkpoints" / "pretrained.pt")
     else:
         log.info("resuming from %s", ckpt_path)
 
