@@ -30,7 +30,9 @@ class FineTunedModel(pl.LightningModule):
 
     def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
         loss = self.training_loss(batch)
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, batch_size=len(next(iter(batch.values()))))
+        # sync_dist: under multi-process training the logged epoch loss is the mean over ranks.
+        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
+                 batch_size=len(next(iter(batch.values()))))
         return loss
 
     def configure_optimizers(self):
