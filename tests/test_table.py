@@ -155,3 +155,14 @@ def test_end_to_end_one_real_row(tmp_path):
     assert result.returncode == 0, result.stderr
     assert (root / "smoke" / "runs" / "german" / "seed=1" / "metrics.json").is_file()
     assert "(n=2)" in (root / "smoke" / "table.md").read_text()
+
+
+@pytest.mark.slow
+def test_wandb_flag_logs_the_table_offline(tmp_path, monkeypatch):
+    monkeypatch.setenv("WANDB_MODE", "offline")
+    path = write_spec(tmp_path)
+    root = tmp_path / "tables"
+    fake_run(root / "toy", load_spec(str(path)), 0, 0, **{"test/acc": 0.7, "test/di": 0.5})
+    assert main([str(path), "--collect", "--wandb", "--output-root", str(root)]) == 0
+    runs = list((root / "toy" / "wandb").glob("offline-run-*/run-*.wandb"))
+    assert len(runs) == 1 and runs[0].stat().st_size > 0

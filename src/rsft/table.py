@@ -52,6 +52,14 @@ class Tolerance:
     absolute: float = 0.0
     relative: float = 0.0
 
+    def describe(self) -> str:
+        if self.rule == "spread":
+            floors = "".join(f", {name}" for name, v in (("absolute", self.absolute), ("relative·|ref|", self.relative)) if v)
+            return f"inside when |mean − ref| ≤ max({self.k:g}·std{floors})"
+        if self.rule == "absolute":
+            return f"inside when |mean − ref| ≤ {self.absolute:g}"
+        return f"inside when |mean − ref| ≤ {self.relative:g}·|ref|"
+
     def bound(self, std: float, reference: float) -> float:
         if self.rule == "spread":
             return max(self.k * (std if math.isfinite(std) else 0.0), self.absolute, self.relative * abs(reference))
@@ -275,7 +283,7 @@ def write_outputs(spec: TableSpec, table: list[list[Cell]], out: Path, footer: s
     if spec.source:
         md += [f"Reference: {spec.source}", ""]
     md += [f"Seeds: {spec.seeds}. Cells: mean ± std over seeds (n = runs found); reference in brackets; "
-           f"verdict by the tolerance rule {spec.tolerance}.", ""]
+           f"verdict: {spec.tolerance.describe()}.", ""]
     header = ["row"] + [m.label for m in spec.metrics]
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, cells in zip(spec.rows, table):
