@@ -62,7 +62,14 @@ def gold_rows(task: Any, model: Any, ids: torch.Tensor) -> Batch:
 
 
 class PolicyProposal(Proposal):
-    """k completions per prompt from the model (current or frozen), verified by the task."""
+    """k completions per prompt from the model (current or frozen), verified by the task.
+
+    ``prompts_per_round`` is the round size the config derives ``sampler.num_proposals`` from (prompts ×
+    k); a round takes the first that many prompts of a fresh permutation of ``pool`` (all of it by
+    default). If the engine asks for more (``num_accepted`` mode), prompts come round again in a new
+    order. ``chunk_prompts`` prompts are generated at once (peak memory). ``mix_gold`` adds the gold
+    SFT rows to every round's training set; ``passes_per_round`` repeats the round's set.
+    """
 
     on_policy = True
 
