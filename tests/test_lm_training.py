@@ -6,6 +6,7 @@ import json
 import warnings
 
 import pytest
+import pytorch_lightning as pl
 import torch
 
 from rsft.data import EmptyAcceptedSetError
@@ -86,3 +87,26 @@ def test_a_round_that_accepts_nothing_errors_with_diagnostics_or_skips_with_a_wa
         train(run_config(*nothing, "sampler.on_empty=skip", run_dir=tmp_path / "skip_gold"))
     with pytest.warns(UserWarning, match=r"skipping this epoch's training"):
         train(run_config(*nothing, "sampler.on_empty=skip", "proposal.mix_gold=false", run_dir=tmp_path / "skip"))
+
+
+
+class FirstBatchWeights(pl.Callback):
+    """Records, per epoch, whether the first training batch sees the model's base weights."""
+
+    seen: dict[int, bool] = {}
+
+    def on_train_batch_start(self, trainer, module, batch, batch_idx):
+        if batch_idx == 0:
+            base = module._base_state
+            self.seen[trainer.current_epoch] = all(torch.equal(base[k], v) for k, v in module.state_dict().items())
+
+
+def test_restart_from_base_resets_weights_before_each_rounds_training(run_config):
+    FirstBatchWeights.seen.clear()
+    cfg = run_config(*SMALL, "model.pretrain.steps=20", "model.net.n_embd=16", "model.net.n_layer=1",
+                     "model.net.restart_from_base=true", "trainer.max_epochs=3", "eval_before=false",
+                     f"+callbacks.probe._target_={__name__}.FirstBatchWeights")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        train(cfg)
+    assert FirstBatchWeights.seen == {0: True, 1: True, 2: True}  # every round trains from the base weights
