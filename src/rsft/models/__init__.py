@@ -4,6 +4,7 @@ from rsft.models.base import FineTunedModel
 from rsft.models.causal_lm import CausalLM
 from rsft.models.classifier import MLPClassifier
 from rsft.models.flow import FlowModel
+from rsft.models.gan import GANModel
 from rsft.models.tabular import BinaryTabularClassifier, LogisticRegression, MLPTabularClassifier
 from rsft.models.tiny_gpt import TinyGPT
 
@@ -12,6 +13,7 @@ __all__ = [
     "CausalLM",
     "FineTunedModel",
     "FlowModel",
+    "GANModel",
     "LogisticRegression",
     "MLPClassifier",
     "MLPTabularClassifier",
