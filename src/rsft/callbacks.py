@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import json
+import logging
 import math
 from pathlib import Path
 
 import pytorch_lightning as pl
 import torch
 
+log = logging.getLogger("rsft")
 
 def _number(value: object) -> float | None:
     if torch.is_tensor(value):
@@ -60,6 +62,12 @@ class SamplingStatsLogger(pl.Callback):
         values = {k: v for k, v in values.items() if math.isfinite(v)}
         if values:
             pl_module.log_dict(values, on_step=False, on_epoch=True, batch_size=1)
+        if trainer.is_global_zero and "accepted" in stats:
+            log.info(
+                "epoch %d: accepted %d of %d proposals (rate %.4g), log M %.4g, %d envelope violations, %.2f s",
+                trainer.current_epoch, stats["accepted"], stats.get("proposals", 0), stats.get("acceptance_rate", math.nan),
+                stats.get("log_M", math.nan), stats.get("envelope_violations", 0), stats.get("seconds", math.nan),
+            )
 
 
 class EpochRecorder(pl.Callback):
