@@ -53,9 +53,11 @@ def test_same_seed_same_output_and_no_duplicated_rows(rule, num, chunk, seed):
     a = rejection_sample(*setup(rule), num_accepted=num, chunk_size=chunk, seed=seed).batch
     b = rejection_sample(*setup(rule), num_accepted=num, chunk_size=chunk, seed=seed).batch
     assert all(torch.equal(a[k], b[k]) for k in a)
-    # continuous proposals never repeat a candidate, so an accepted row may not appear twice
+    # A multivariate continuous proposal does not repeat a candidate (in float32, 1-D draws can: a
+    # uniform has only 2^24 values), so an accepted row may not appear twice.
     x = a["x"].reshape(num, -1)
-    assert torch.unique(x, dim=0).shape[0] == num
+    if x.shape[1] > 1:
+        assert torch.unique(x, dim=0).shape[0] == num
 
 
 def test_any_chunk_size_gives_the_same_distribution():
