@@ -11,6 +11,7 @@ import pytest
 import yaml
 
 from rsft import table as table_mod
+from rsft.config import REPO_ROOT
 from rsft.table import TableSpecError, collect, failure_reason, load_spec, main, multirun_command, parse_spec, run_dir
 
 SPEC = {
@@ -136,7 +137,13 @@ def test_unknown_table_name_is_one_clear_line(capsys):
     assert "no table spec" in capsys.readouterr().err
 
 
-def test_the_committed_specs_parse():
+@pytest.mark.parametrize("path", sorted((REPO_ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+def test_every_committed_spec_parses(path):
+    spec = load_spec(str(path))
+    assert spec.rows and spec.seeds
+
+
+def test_the_aif360_spec_covers_the_published_table():
     spec = load_spec("aif360_reweighing")
     assert len(spec.rows) == 12 and len(spec.seeds) >= 5
     assert all(len(row.reference) == 3 for row in spec.rows)
