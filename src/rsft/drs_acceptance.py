@@ -78,6 +78,8 @@ class DiscriminatorRejection(ProbabilisticAcceptance):
 
     def stats(self) -> dict[str, float]:
         return {
+            # exp(D̃) estimates p_data/p_g, so D̃*_M plays the part of log M of classic rejection sampling.
+            "log_M": self.max_logit,
             "rule_max_logit": self.max_logit,
             "rule_gamma_mean": sum(self.gammas) / len(self.gammas) if self.gammas else math.nan,
             "rule_mean_accept_prob": self.accept_prob_sum / self.judged if self.judged else math.nan,
