@@ -22,7 +22,7 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 
 from rsft.acceptance import Acceptance
 from rsft.proposals import Batch, Proposal
-from rsft.sampling import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_PROPOSALS, SamplingResult, rejection_sample
+from rsft.sampling import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_PROPOSALS, SamplingResult, _positive_int, rejection_sample
 from rsft.tasks.base import Task
 
 
@@ -46,6 +46,11 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         if self.on_empty not in ("error", "skip"):
             raise ValueError(f"sampler.on_empty must be 'error' or 'skip', got {self.on_empty!r}")
+        # Checked here, when the run starts, not at the first sampling round after pre-training.
+        for key in ("num_accepted", "num_proposals", "chunk_size", "max_proposals"):
+            value = getattr(self, key)
+            if value is not None or key in ("chunk_size", "max_proposals"):
+                _positive_int(key, value, f"sampler.{key}")
 
 
 class BatchDict(Dataset):

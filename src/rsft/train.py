@@ -87,6 +87,20 @@ def write_json(path: Path, data: dict[str, Any]) -> None:
     os.replace(tmp, path)
 
 
+def _check_writable(run_dir: Path) -> None:
+    """Fail before any work (and before touching earlier outputs) when the run dir cannot be written."""
+    probe = run_dir / f".rsft_write_probe.{os.getpid()}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise OSError(
+            f"paths.output_dir={str(run_dir)!r} is not writable ({err.strerror or err}); "
+            "choose another paths.output_dir (and hydra.run.dir) or free space there"
+        ) from err
+
+
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
     if not group:
         return []
@@ -99,7 +113,7 @@ def train(cfg: DictConfig) -> float | None:
     check_process_launch(cfg.trainer)
     started = time.perf_counter()
     run_dir = Path(cfg.paths.output_dir)
-    run_dir.mkdir(parents=True, exist_ok=True)
+    _check_writable(run_dir)
     if cfg.get("skip_finished", False):
         done = finished_metrics(run_dir, cfg)
         if done is not None:  # a relaunched sweep: this job already finished with this config

@@ -1,0 +1,191 @@
+"""The bad-input matrix: every row is one bad configuration or input and the message fragment it must raise.
+
+Rows of kind ``config`` are composed as ``rsft-train <overrides> debug=fast`` would and run in-process with
+``train(cfg)``; they must fail before any real work (most within a second). Rows of kind ``api`` call the
+engine directly with a bad proposal/acceptance. A few rows also go through the command line, once each,
+to check the one-line error (``rsft-train: error: ...``, exit code != 0, no traceback).
+test_train.py's ``test_bad_config_values_have_clear_errors`` holds a handful of older rows; none is repeated here.
+"""
+
+from __future__ import annotations
+
+import math
+import os
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import hydra
+import pytest
+import torch
+from torch import distributions as D
+
+from rsft import DensityRatio, DistributionProposal, rejection_sample
+from rsft.config import compose
+from rsft.proposals import Proposal, gaussian
+from rsft.train import train
+
+# Rows that must reach the sampler skip pre-training and the "before" evaluation: the error is the point.
+NO_WARMUP = ("eval_before=false", "model.pretrain.steps=0")
+
+
+def other_model_checkpoint(tmp_path: Path) -> Path:
+    """A real checkpoint of a different rsft model (the credit logistic model) for the flow to load."""
+    cfg = compose(["experiment=credit_german", f"paths.output_dir={tmp_path}"])
+    path = tmp_path / "logistic.pt"
+    torch.save(hydra.utils.instantiate(cfg.model.net, _convert_="all").state_dict(), path)
+    return path
+
+
+def file_in_the_way(tmp_path: Path) -> Path:
+    """A run dir that cannot be created: its parent is a regular file."""
+    blocker = tmp_path / "not_a_dir"
+    blocker.write_text("x")
+    return blocker / "run"
+
+
+# (id, overrides, fragment). "{ckpt}" and "{blocked}" are filled in per test.
+CONFIG_ROWS = [
+    # unknown options / groups
+    ("unknown-key", ["nosuchkey=1"], "Could not override 'nosuchkey'"),
+    ("unknown-group-option", ["proposal=nosuch"], "Could not find 'proposal/nosuch'"),
+    ("unknown-target", ["task.target.name=moon"], "unknown density target 'moon'"),
+    # wrong types
+    ("seed-string", ["seed=abc"], "seed must be a non-negative integer, got 'abc'"),
+    ("num-accepted-string", ["sampler.num_accepted=many"], "num_accepted must be a positive integer, got 'many' (set sampler.num_accepted)"),
+    ("chunk-size-float", ["sampler.chunk_size=2.5"], "chunk_size must be a positive integer, got 2.5"),
+    # negative / zero sizes
+    ("num-accepted-negative", ["sampler.num_accepted=-5"], "num_accepted must be a positive integer, got -5"),
+    ("max-proposals-zero", ["sampler.max_proposals=0"], "max_proposals must be a positive integer, got 0 (set sampler.max_proposals)"),
+    ("num-proposals-negative", ["sampler.num_accepted=null", "sampler.num_proposals=-3"], "num_proposals must be a positive integer, got -3"),
+    ("batch-size-negative", ["model.batch_size=-1"], "batch_size must be positive, got -1"),
+    ("proposal-scale-negative", ["proposal.scale=-1"], "scale must be positive, got -1"),
+    ("max-epochs-negative", ["trainer.max_epochs=-2", *NO_WARMUP], "`max_epochs` must be a non-negative integer or -1"),
+    # non-finite densities / envelope
+    ("log-M-nan", ["acceptance.log_M=nan"], "acceptance.log_M must be finite, got nan"),
+    ("margin-below-one", ["acceptance.margin=0.5"], "acceptance.margin must be ≥ 1, got 0.5"),
+    ("defensive-weight-nan", ["experiment=density_onpolicy", "proposal.defensive_weight=nan"], "proposal.defensive_weight must be in [0, 1), got nan"),
+    ("defensive-weight-above-one", ["experiment=density_onpolicy", "proposal.defensive_weight=1.5"], "proposal.defensive_weight must be in [0, 1), got 1.5"),
+    # shape mismatches
+    ("ring8-in-3d", ["task.target.name=ring8", "task.dim=3"], "target ring8 is 2-D but task.dim=3; set task.dim=2"),
+    ("flow-dim-mismatch", ["model.net.dim=3"], "model.net.dim=3 but the samples are 2-D; set model.net.dim to task.dim"),
+    # budgets
+    ("zero-acceptance-budget", ["sampler.max_proposals=10", *NO_WARMUP], "more than the budget sampler.max_proposals=10"),
+    ("budget-spent-no-fail-fast", ["sampler.max_proposals=10", "sampler.fail_fast=false", *NO_WARMUP], "the proposal budget sampler.max_proposals=10 was spent"),
+    # files
+    ("resume-missing", ["resume=/no/such/dir/last.ckpt"], "no such checkpoint file"),
+    ("init-checkpoint-missing", ["model.init_checkpoint=/no/such/weights.pt"], "model.init_checkpoint='/no/such/weights.pt' does not exist"),
+    ("init-checkpoint-other-model", ["model.init_checkpoint={ckpt}"], "was saved from a different model than FlowModel"),
+    ("output-dir-unwritable", ["paths.output_dir={blocked}"], "is not writable"),
+    # credit
+    ("credit-unknown-dataset", ["experiment=credit_german", "task.data.dataset=mortgage"], "task.data.dataset='mortgage' is not a credit dataset"),
+    ("credit-unknown-sensitive", ["experiment=credit_german", "task.data.sensitive=zip"], "task.data.sensitive='zip' is not a sensitive attribute of german"),
+    ("credit-missing-data-file", ["experiment=credit_german", "task.data.path=/no/such/german.data"], "task.data.path='/no/such/german.data' does not exist"),
+    ("credit-compas-not-shipped", ["experiment=credit_compas"], "COMPAS is not shipped with rsft"),
+    ("credit-empty-split", ["experiment=credit_german", "+task.data.fractions=[0.85,0.15,0.0]"], "task.data.fractions must be three positive numbers adding to 1"),
+    # language-model arithmetic
+    ("arith-one-operand", ["experiment=rft_arithmetic", "task.num_operands=1"], "task.num_operands must be an integer ≥ 2, got 1"),
+    ("arith-unknown-operator", ["experiment=rft_arithmetic", "task.operators=/"], "task.operators must be a non-empty subset of '+-*', got '/'"),
+    ("arith-zero-k", ["experiment=rft_arithmetic", "proposal.k=0"], "proposal.k (samples per prompt) must be a positive integer, got 0"),
+    ("arith-negative-temperature", ["experiment=rft_arithmetic", "proposal.temperature=-1"], "proposal.temperature must be positive, got -1"),
+    # DRS / GAN
+    ("gan-negative-latent", ["experiment=drs_gan", "model.net.latent_dim=-3"], "model.net.latent_dim must be positive"),
+]
+
+
+@pytest.mark.parametrize("overrides, fragment", [pytest.param(o, f, id=i) for i, o, f in CONFIG_ROWS])
+def test_bad_config_fails_with_a_clear_message(overrides, fragment, tmp_path):
+    fill = {"ckpt": None, "blocked": None}
+    if any("{ckpt}" in o for o in overrides):
+        fill["ckpt"] = other_model_checkpoint(tmp_path)
+    if any("{blocked}" in o for o in overrides):
+        fill["blocked"] = file_in_the_way(tmp_path)
+    overrides = [o.format(**fill) for o in overrides]
+    out = [] if any(o.startswith("paths.output_dir=") for o in overrides) else [f"paths.output_dir={tmp_path / 'run'}"]
+    with pytest.raises(Exception, match=re.escape(fragment)):
+        train(compose(["debug=fast", *overrides, *out]))
+
+
+# -- engine inputs (the Python API) --------------------------------------------------------------
+
+
+class NaNTarget(D.Normal):
+    def log_prob(self, value):
+        out = super().log_prob(value)
+        return torch.where(value > 1.0, torch.full_like(out, math.nan), out)
+
+
+class InfTarget(D.Normal):
+    def log_prob(self, value):
+        out = super().log_prob(value)
+        return torch.where(value < -1.0, torch.full_like(out, math.inf), out)
+
+
+class RaggedProposal(Proposal):
+    """Returns fields of different lengths: a broken proposal."""
+
+    def sample(self, n, generator):
+        return {"x": torch.randn(n, 1, generator=generator), "y": torch.zeros(n + 1)}
+
+
+def _nan_density():
+    rejection_sample(DistributionProposal(D.Normal(0.0, 1.0)), DensityRatio(NaNTarget(0.0, 1.0), log_M=0.0), num_accepted=100, seed=0)
+
+
+def _inf_density():
+    rejection_sample(DistributionProposal(D.Normal(0.0, 1.0)), DensityRatio(InfTarget(0.0, 1.0), log_M=0.0), num_accepted=100, seed=0)
+
+
+def _ragged_proposal():
+    rejection_sample(RaggedProposal(), DensityRatio(D.Normal(0.0, 1.0), log_M=0.0), num_accepted=10, seed=0)
+
+
+def _both_counts():
+    rejection_sample(gaussian(dim=1), DensityRatio(D.Normal(0.0, 1.0), log_M=0.0), num_accepted=10, num_proposals=10, seed=0)
+
+
+API_ROWS = [
+    ("nan-target-density", _nan_density, "is not finite for"),
+    ("inf-target-density", _inf_density, "is not finite for"),
+    ("ragged-proposal-batch", _ragged_proposal, "proposal batch field 'y' has shape"),
+    ("both-num-accepted-and-num-proposals", _both_counts, "give exactly one of num_accepted and num_proposals"),
+]
+
+
+@pytest.mark.parametrize("call, fragment", [pytest.param(c, f, id=i) for i, c, f in API_ROWS])
+def test_bad_engine_input_fails_with_a_clear_message(call, fragment):
+    with pytest.raises(Exception, match=re.escape(fragment)):
+        call()
+
+
+def test_matrix_has_at_least_25_rows():
+    assert len(CONFIG_ROWS) + len(API_ROWS) >= 25
+
+
+# -- the command line: one readable line, exit code != 0 ------------------------------------------
+
+
+def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+    env = {**os.environ, "WANDB_MODE": "offline"}
+    env.pop("HYDRA_FULL_ERROR", None)
+    return subprocess.run([sys.executable, "-m", "rsft.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+
+
+@pytest.mark.parametrize(
+    "args, fragment",
+    [
+        pytest.param(["experiment=credit_german", "task.data.path=/no/such/german.data"],
+                     "rsft-train: error: FileNotFoundError: task.data.path='/no/such/german.data' does not exist", id="missing-data-file",
+                     marks=pytest.mark.slow),  # each CLI row costs a ~20 s CPU start-up; one runs by default
+        pytest.param(["paths.output_dir={blocked}"], "rsft-train: error: OSError: paths.output_dir=", id="unwritable-output-dir"),
+    ],
+)
+def test_cli_prints_one_line_and_fails(args, fragment, tmp_path):
+    args = [a.format(blocked=file_in_the_way(tmp_path)) if "{blocked}" in a else a for a in args]
+    result = _cli(["debug=fast", *args, f"hydra.run.dir={tmp_path / 'hydra'}"], cwd=tmp_path)
+    assert result.returncode != 0
+    assert fragment in result.stderr, result.stderr[-2000:]
+    assert "Traceback" not in result.stderr
+    error_lines = [line for line in result.stderr.splitlines() if line.startswith("rsft-train: error:")]
+    assert len(error_lines) == 1
