@@ -1,0 +1,1 @@
+"""rsft's benchmark suite: ``python -m benchmarks`` (see benchmarks/README.md)."""
