@@ -17,6 +17,7 @@ import netrc
 import os
 import secrets
 import string
+import warnings
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
@@ -92,6 +93,24 @@ def stable_run_id(run_dir: Path, resuming: bool) -> str:
     return run_id
 
 
+class WandbUnavailable(Logger):
+    """Stands in for a W&B logger that could not start: logs nothing (the run's local logs hold everything)."""
+
+    @property
+    def name(self) -> str:
+        return "wandb_unavailable"
+
+    @property
+    def version(self) -> str:
+        return "0"
+
+    def log_metrics(self, metrics: dict[str, float], step: int | None = None) -> None:
+        pass
+
+    def log_hyperparams(self, params: Any, *args: Any, **kwargs: Any) -> None:
+        pass
+
+
 def wandb_logger(
     run_dir: str | Path,
     experiment_name: str,
@@ -104,8 +123,11 @@ def wandb_logger(
     job_type: str = "train",
     resume: str | None = None,
     console: str = "off",
-) -> WandbLogger:
-    """A Lightning ``WandbLogger`` whose files, id and mode follow the rules in the module docstring."""
+) -> WandbLogger | WandbUnavailable:
+    """A Lightning ``WandbLogger`` whose files, id and mode follow the rules in the module docstring.
+
+    If W&B cannot start, a warning and a no-op logger instead: W&B must never be why a run fails.
+    """
     import wandb
 
     run_dir = Path(run_dir).resolve()
@@ -113,7 +135,7 @@ def wandb_logger(
     info = hydra_job_info()
     chosen = decide_mode(mode)
     run_id = stable_run_id(run_dir, _is_resuming(resume, run_dir))
-    return WandbLogger(
+    logger = WandbLogger(
         save_dir=str(run_dir),  # W&B writes <run dir>/wandb/..., never into the current directory
         project=project,
         entity=entity,
@@ -126,6 +148,17 @@ def wandb_logger(
         log_model=False,
         settings=wandb.Settings(silent=True, console=console),
     )
+    try:
+        logger.experiment  # start W&B now (rank 0 only): if it cannot start, the run goes on without it
+    except Exception as err:  # noqa: BLE001 - any W&B failure (network, disk, service) must not kill a run
+        warnings.warn(
+            f"W&B failed to start ({type(err).__name__}: {' '.join(str(err).split())}); the run continues "
+            f"without W&B, with its local logs (epochs.jsonl, metrics.json, csv/ with logger=both) in {run_dir}",
+            RuntimeWarning,
+            stacklevel=2,
+        )
+        return WandbUnavailable()
+    return logger
 
 
 @rank_zero_only
@@ -133,7 +166,10 @@ def finish_wandb(loggers: list[Logger], summary: dict[str, float] | None = None,
     """Put the final metrics into each W&B run's summary and close it (the next multirun job starts a new run)."""
     for lg in loggers:
         if isinstance(lg, WandbLogger):
-            run = lg.experiment
-            if summary:
-                run.summary.update(summary)
-            run.finish(exit_code=exit_code)
+            try:
+                run = lg.experiment
+                if summary:
+                    run.summary.update(summary)
+                run.finish(exit_code=exit_code)
+            except Exception as err:  # noqa: BLE001 - the local metrics are written already; W&B must not fail the run
+                warnings.warn(f"W&B failed to finish its run ({type(err).__name__}: {err}); local logs are complete", RuntimeWarning, stacklevel=2)
