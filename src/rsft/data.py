@@ -36,7 +36,7 @@ class SamplerSettings:
 
     num_accepted: int | None = 20_000
     num_proposals: int | None = None
-    chunk_size: int = DEFAULT_CHUNK_SIZE
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE  # None: the engine's default for the device
     max_proposals: int = DEFAULT_MAX_PROPOSALS
     allow_partial: bool = False
     fail_fast: bool = True
@@ -49,7 +49,7 @@ class SamplerSettings:
         # Checked here, when the run starts, not at the first sampling round after pre-training.
         for key in ("num_accepted", "num_proposals", "chunk_size", "max_proposals"):
             value = getattr(self, key)
-            if value is not None or key in ("chunk_size", "max_proposals"):
+            if value is not None or key == "max_proposals":
                 _positive_int(key, value, f"sampler.{key}")
 
 
