@@ -233,3 +233,19 @@ def test_on_policy_flow_proposal_with_defensive_mixture_is_exact():
 
 def test_on_policy_test_rejects_an_envelope_that_is_too_small():
     assert on_policy_pvalue(math.log(0.3)) < ALPHA
+
+
+# -- CPU and GPU: the same law ------------------------------------------------------------------
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
+def test_gpu_sampling_follows_the_same_law_as_cpu():
+    def draw(device):
+        res = rejection_sample(DistributionProposal(D.Cauchy(0.0, 1.0)), DensityRatio(D.StudentT(3.0), log_M="auto"),
+                               num_accepted=20_000, seed=18, device=device)
+        return res.batch["x"].cpu()
+
+    gpu, cpu = draw("cuda"), draw("cpu")
+    # Two p-values at ALPHA / 2 each (Bonferroni): the GPU draws follow t(3), and the same law as the CPU draws.
+    assert ks(gpu, stats.t(3).cdf) > ALPHA / 2
+    assert stats.ks_2samp(gpu.double().numpy(), cpu.double().numpy()).pvalue > ALPHA / 2

@@ -8,6 +8,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -118,7 +119,8 @@ def test_killed_sweep_relaunched_finishes_every_job_once(tmp_path):
     assert relaunch.returncode == 0, relaunch.stderr[-3000:]
     assert "not re-running" in relaunch.stdout + relaunch.stderr
     jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))
-    assert [p.name.split("seed=")[-1] for p in jobs] == ["0", "1", "2"]  # none lost
+    assert sorted(re.search(r"seed=(\d+)", p.name).group(1) for p in jobs) == ["0", "1", "2"]  # none lost
+    assert len([p for p in sweep.iterdir() if p.is_dir() and not p.name.startswith(".")]) == 3  # and no extra job
     for run_dir, stamp in finished.items():  # the finished job was not redone
         assert (run_dir / "metrics.json").stat().st_mtime_ns == stamp
     for run_dir in jobs:
