@@ -166,9 +166,11 @@ def test_matrix_has_at_least_25_rows():
 # -- the command line: one readable line, exit code != 0 ------------------------------------------
 
 
-def _cli(args: list[str], cwd: Path) -> subprocess.CompletedProcess:
+def _cli(args: list[str], cwd: Path, full_error: bool = False) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline"}
     env.pop("HYDRA_FULL_ERROR", None)
+    if full_error:
+        env["HYDRA_FULL_ERROR"] = "1"
     return subprocess.run([sys.executable, "-m", "rsft.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
 
 
@@ -189,3 +191,12 @@ def test_cli_prints_one_line_and_fails(args, fragment, tmp_path):
     assert "Traceback" not in result.stderr
     error_lines = [line for line in result.stderr.splitlines() if line.startswith("rsft-train: error:")]
     assert len(error_lines) == 1
+
+
+@pytest.mark.slow  # one more ~20 s CLI start-up
+def test_cli_full_trace_only_with_hydra_full_error(tmp_path):
+    args = ["debug=fast", "experiment=credit_german", "task.data.path=/no/such/german.data", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    result = _cli(args, cwd=tmp_path, full_error=True)
+    assert result.returncode != 0
+    assert "Traceback" in result.stderr and "task.data.path='/no/such/german.data' does not exist" in result.stderr
+    assert "rsft-train: error:" not in result.stderr
