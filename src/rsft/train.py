@@ -124,6 +124,11 @@ def train(cfg: DictConfig) -> float | None:
         (run_dir / "metrics.json").unlink(missing_ok=True)  # stale metrics must not outlive their config
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
         record = start_record(run_dir, str(cfg.get("name", "")))
+    threads = cfg.get("threads")
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0:
+            raise ValueError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
+        torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.get("deterministic", False)), warn_only=True)
 
