@@ -74,11 +74,16 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 
 
 def main(argv: list[str] | None = None) -> dict:
-    args = parse_args(argv)
+    # no_grad as a context, not set_grad_enabled(False): main() is also called in-process by the
+    # tests, and must not leave autograd switched off for whoever runs next.
+    with torch.no_grad():
+        return run(parse_args(argv))
+
+
+def run(args: argparse.Namespace) -> dict:
     if args.threads:
         torch.set_num_threads(args.threads)
         os.environ["OMP_NUM_THREADS"] = str(args.threads)  # the memory and training subprocesses too
-    torch.set_grad_enabled(False)
     from rsft.sampling import DEFAULT_CHUNK_SIZE
 
     chunk = args.chunk_size or DEFAULT_CHUNK_SIZE
