@@ -218,15 +218,15 @@ def rejection_sample(
     if target is not None:
         if accepted < target:
             _raise_or_warn(stats, target, max_proposals, allow_partial, projected)
-        if out is None:  # nothing accepted (partial)
-            out = empty if empty is not None else {k: v[:0] for k, v in proposal.sample(1, generator).items()}
+        if out is None:  # nothing accepted (partial); at least one chunk was drawn, so empty is set
+            out = empty
         elif accepted < target:
             out = {k: v[:accepted] for k, v in out.items()}
         return SamplingResult(out, stats)
     if pieces:
         result = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
     else:
-        result = empty if empty is not None else {k: v[:0] for k, v in proposal.sample(1, generator).items()}
+        result = empty
     return SamplingResult(result, stats)
 
 
