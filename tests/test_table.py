@@ -173,3 +173,63 @@ def test_wandb_flag_logs_the_table_offline(tmp_path, monkeypatch):
     assert main([str(path), "--collect", "--wandb", "--output-root", str(root)]) == 0
     runs = list((root / "toy" / "wandb").glob("offline-run-*/run-*.wandb"))
     assert len(runs) == 1 and runs[0].stat().st_size > 0
+
+
+def _fake_multirun(tmp_path, fail_rows=(), record=None):
+    """A stand-in for ``rsft-train -m`` that writes metrics.json (or fails for the rows named)."""
+    import threading
+
+    lock = threading.Lock()
+
+    def run(command, **kwargs):
+        seeds = next(a for a in command if a.startswith("seed=")).split("=")[1].split(",")
+        sweep_dir = next(a for a in command if a.startswith("hydra.sweep.dir=")).split("=", 1)[1]
+        row = sweep_dir.rsplit("/", 1)[-1]
+        with lock:
+            if record is not None:
+                record.append((row, seeds))
+        if row in fail_rows:
+            return subprocess.CompletedProcess(command, 1, "", "rsft-train: error: ValueError: bad row\n")
+        for seed in seeds:
+            (tmp_path / sweep_dir / f"seed={seed}").mkdir(parents=True, exist_ok=True)
+            (tmp_path / sweep_dir / f"seed={seed}" / "metrics.json").write_text(json.dumps({"test/acc": 0.6}))
+        return subprocess.CompletedProcess(command, 0, "", "")
+
+    return run
+
+
+def test_parallel_jobs_run_one_cell_per_process_and_respect_after(tmp_path, monkeypatch):
+    spec_dict = {**SPEC, "jobs": 2, "rows": [{"label": "base"}, {"label": "child", "after": "base"}, {"label": "other"}]}
+    path = write_spec(tmp_path, spec_dict)
+    root = tmp_path / "tables"
+    record: list = []
+    monkeypatch.setattr(table_mod.subprocess, "run", _fake_multirun(tmp_path, record=record))
+    assert main([str(path), "--output-root", str(root)]) == 0
+    assert sorted(record) == sorted([(r, [str(s)]) for r in ("base", "child", "other") for s in range(3)])
+    # every child cell started after the base cell of its seed had finished
+    for seed in "012":
+        assert record.index(("base", [seed])) < record.index(("child", [seed]))
+    assert all(row[0].n == 3 for row in collect(load_spec(str(path)), root / "toy"))
+
+
+@pytest.mark.parametrize("jobs", [1, 2])
+def test_a_failed_row_skips_the_rows_after_it_with_the_reason(tmp_path, monkeypatch, capsys, jobs):
+    spec_dict = {**SPEC, "rows": [{"label": "base"}, {"label": "child", "after": "base"}]}
+    path = write_spec(tmp_path, spec_dict)
+    root = tmp_path / "tables"
+    record: list = []
+    monkeypatch.setattr(table_mod.subprocess, "run", _fake_multirun(tmp_path, fail_rows=("base",), record=record))
+    assert main([str(path), "--output-root", str(root), "--jobs", str(jobs)]) == 0
+    assert all(row == "base" for row, _ in record)  # the child never ran
+    md = (root / "toy" / "table.md").read_text()
+    assert "base: rsft-train: error: ValueError: bad row" in md
+    assert "child: needs row 'base'" in md
+
+
+def test_after_must_name_an_earlier_row():
+    with pytest.raises(TableSpecError, match="after='later' must name an earlier row"):
+        parse_spec({**SPEC, "rows": [{"label": "a", "after": "later"}, {"label": "later"}]}, "toy")
+    with pytest.raises(TableSpecError, match="jobs must be a positive integer"):
+        parse_spec({**SPEC, "jobs": 0}, "toy")
+    with pytest.raises(TableSpecError, match="unknown key.*'overides'"):
+        parse_spec({**SPEC, "rows": [{"label": "a", "overides": []}]}, "toy")

@@ -73,6 +73,7 @@ class Row:
     label: str
     overrides: list[str]
     reference: dict[str, float] = field(default_factory=dict)
+    after: str | None = None  # label of an earlier row whose run of the same seed this one needs
 
     @property
     def slug(self) -> str:
@@ -91,6 +92,7 @@ class TableSpec:
     tolerance: Tolerance = field(default_factory=Tolerance)
     env: dict[str, str] = field(default_factory=dict)
     notes: str = ""
+    jobs: int = 1
 
 
 def _require(cond: bool, where: str, message: str) -> None:
@@ -101,7 +103,7 @@ def _require(cond: bool, where: str, message: str) -> None:
 def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> TableSpec:
     """Check and convert a loaded ``experiments/<name>.yaml``."""
     _require(isinstance(data, dict), where, "must be a mapping with keys title, source, seeds, metrics, rows")
-    unknown = set(data) - {"title", "source", "seeds", "metrics", "rows", "overrides", "tolerance", "env", "notes"}
+    unknown = set(data) - {"title", "source", "seeds", "metrics", "rows", "overrides", "tolerance", "env", "notes", "jobs"}
     _require(not unknown, where, f"unknown key(s) {sorted(unknown)}")
     seeds = data.get("seeds", 5)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
@@ -130,7 +132,14 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
         _require(isinstance(reference, dict), where, f"row {r['label']!r}: reference must map metric keys to numbers")
         stray = set(reference) - keys
         _require(not stray, where, f"row {r['label']!r}: reference names metric(s) {sorted(stray)} that are not in metrics")
-        rows.append(Row(str(r["label"]), list(overrides), {k: float(v) for k, v in reference.items()}))
+        stray_keys = set(r) - {"label", "overrides", "reference", "after"}
+        _require(not stray_keys, where, f"row {r['label']!r}: unknown key(s) {sorted(stray_keys)}")
+        after = r.get("after")
+        if after is not None:
+            _require(str(after) in {row.label for row in rows}, where,
+                     f"row {r['label']!r}: after={after!r} must name an earlier row's label")
+        rows.append(Row(str(r["label"]), list(overrides), {k: float(v) for k, v in reference.items()},
+                        None if after is None else str(after)))
     slugs = [r.slug for r in rows]
     _require(len(set(slugs)) == len(slugs), where, f"row labels must differ (as directory names), got {slugs}")
     tol_raw = data.get("tolerance", {}) or {}
@@ -141,7 +150,10 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
     _require(isinstance(overrides, list), where, "overrides must be a list of Hydra override strings")
     env = data.get("env", {}) or {}
     _require(isinstance(env, dict), where, "env must map environment variable names to values")
+    jobs = data.get("jobs", 1)
+    _require(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs > 0, where, f"jobs must be a positive integer, got {jobs!r}")
     return TableSpec(
+        jobs=jobs,
         name=name, title=str(data.get("title", name)), source=str(data.get("source", "")), seeds=seeds,
         metrics=metrics, rows=rows, overrides=[str(o) for o in overrides], tolerance=tolerance,
         env={str(k): str(v) for k, v in env.items()}, notes=str(data.get("notes", "")),
@@ -188,13 +200,36 @@ def failure_reason(stderr: str, returncode: int) -> str:
     return lines[-1] if lines else f"exit code {returncode}"
 
 
-def run_missing(spec: TableSpec, out: Path, extra: list[str], log: Any) -> dict[str, str]:
-    """Run every missing (row, seed); return row label → error line for rows whose runs failed."""
-    errors: dict[str, str] = {}
+def _run_env(spec: TableSpec) -> dict[str, str]:
     # The spec's env (e.g. OMP_NUM_THREADS=1 for many tiny jobs) unless the caller's environment sets it.
-    env = {**spec.env, **os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+    return {**spec.env, **os.environ, "WANDB_MODE": os.environ.get("WANDB_MODE", "offline")}
+
+
+def _record_failure(out: Path, row: Row, stderr: str, seed: int | None = None) -> None:
+    (out / "runs" / row.slug).mkdir(parents=True, exist_ok=True)
+    name = "last_error.txt" if seed is None else f"last_error_seed={seed}.txt"
+    (out / "runs" / row.slug / name).write_text(stderr)
+
+
+def run_missing(spec: TableSpec, out: Path, extra: list[str], log: Any, jobs: int = 1) -> dict[str, str]:
+    """Run every missing (row, seed); return row label → error line for rows whose runs failed.
+
+    ``jobs`` = 1 runs one ``rsft-train -m`` per row (seeds one after another, imports paid once per
+    row); more runs that many (row, seed) cells at once, one process each.
+    """
+    if jobs > 1:
+        return _run_cells_in_parallel(spec, out, extra, log, jobs)
+    errors: dict[str, str] = {}
+    env = _run_env(spec)
+    by_label = {row.label: row for row in spec.rows}
     for row in spec.rows:
         seeds = missing_seeds(spec, out, row)
+        if row.after is not None:
+            blocked = [s for s in seeds if not (run_dir(out, by_label[row.after], s) / "metrics.json").is_file()]
+            if blocked:
+                errors[row.label] = f"needs row {row.after!r} seed(s) {blocked}, which did not finish"
+                log(f"[bold]{row.label}[/]: [red]skipping[/] seed(s) {blocked}: row {row.after!r} did not finish them")
+            seeds = [s for s in seeds if s not in blocked]
         if not seeds:
             continue
         log(f"[bold]{row.label}[/]: running seed(s) {seeds}")
@@ -203,11 +238,52 @@ def run_missing(spec: TableSpec, out: Path, extra: list[str], log: Any) -> dict[
         if proc.returncode != 0:
             reason = failure_reason(proc.stderr, proc.returncode)
             errors[row.label] = reason.strip()
-            (out / "runs" / row.slug).mkdir(parents=True, exist_ok=True)
-            (out / "runs" / row.slug / "last_error.txt").write_text(proc.stderr)
+            _record_failure(out, row, proc.stderr)
             log(f"  [red]failed[/] ({time.perf_counter() - started:.0f} s): {reason.strip()}")
         else:
             log(f"  done in {time.perf_counter() - started:.0f} s")
+    return errors
+
+
+def _run_cells_in_parallel(spec: TableSpec, out: Path, extra: list[str], log: Any, jobs: int) -> dict[str, str]:
+    """Up to ``jobs`` (row, seed) runs at once; a row with ``after`` waits for that row's same seed.
+
+    Cells are submitted in row order and the pool starts them first-in first-out, so a cell waiting
+    for an earlier one never holds up a cell it depends on (no deadlock).
+    """
+    from concurrent.futures import Future, ThreadPoolExecutor
+
+    env = _run_env(spec)
+    errors: dict[str, str] = {}
+    done: dict[tuple[str, int], Future] = {}
+    by_label = {row.label: row for row in spec.rows}
+
+    def run_cell(row: Row, seed: int) -> bool:
+        if row.after is not None:
+            needed = done.get((row.after, seed))
+            finished = needed.result() if needed is not None else True
+            if not finished or not (run_dir(out, by_label[row.after], seed) / "metrics.json").is_file():
+                errors.setdefault(row.label, f"needs row {row.after!r} seed {seed}, which did not finish")
+                log(f"[bold]{row.label}[/] seed {seed}: [red]skipped[/]: row {row.after!r} seed {seed} did not finish")
+                return False
+        started = time.perf_counter()
+        proc = subprocess.run(multirun_command(spec, out, row, [seed], extra), capture_output=True, text=True, env=env)
+        seconds = time.perf_counter() - started
+        if proc.returncode != 0:
+            reason = failure_reason(proc.stderr, proc.returncode).strip()
+            errors.setdefault(row.label, reason)
+            _record_failure(out, row, proc.stderr, seed)
+            log(f"[bold]{row.label}[/] seed {seed}: [red]failed[/] ({seconds:.0f} s): {reason}")
+            return False
+        log(f"[bold]{row.label}[/] seed {seed}: done in {seconds:.0f} s")
+        return True
+
+    with ThreadPoolExecutor(max_workers=jobs) as pool:
+        for row in spec.rows:
+            for seed in missing_seeds(spec, out, row):
+                done[(row.label, seed)] = pool.submit(run_cell, row, seed)
+        for future in done.values():
+            future.result()
     return errors
 
 
@@ -357,6 +433,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the spec's seeds")
     parser.add_argument("--output-root", type=Path, default=REPO_ROOT / "outputs" / "tables", help="default: <repo>/outputs/tables")
     parser.add_argument("--wandb", action="store_true", help="also log the table as a W&B Table (offline unless WANDB_MODE is set)")
+    parser.add_argument("--jobs", type=int, help="(row, seed) runs at once (default: the spec's jobs, else 1)")
     args = parser.parse_intermixed_args(argv)
 
     from rich.console import Console
@@ -372,11 +449,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rsft-table: error: --seeds must be positive, got {args.seeds}", file=sys.stderr)
             return 2
         spec.seeds = list(range(args.seeds))
+    if args.jobs is not None:
+        if args.jobs <= 0:
+            print(f"rsft-table: error: --jobs must be positive, got {args.jobs}", file=sys.stderr)
+            return 2
+        spec.jobs = args.jobs
     out = args.output_root / spec.name
     started = time.perf_counter()
     errors: dict[str, str] = {}
     if not args.collect:
-        errors = run_missing(spec, out, list(args.overrides), console.print)
+        errors = run_missing(spec, out, list(args.overrides), console.print, spec.jobs)
     seconds = time.perf_counter() - started
     table = collect(spec, out)
     footer = "" if args.collect else f"Wall time of this rsft-table invocation: {seconds:.0f} s."
