@@ -63,10 +63,15 @@ class SamplingStatsLogger(pl.Callback):
         if values:
             pl_module.log_dict(values, on_step=False, on_epoch=True, batch_size=1)
         if trainer.is_global_zero and "accepted" in stats:
+            # The envelope figures only where the rule has an envelope (density ratios, DRS).
+            envelope = (
+                f", log M {stats['log_M']:.4g}, {int(stats.get('envelope_violations', 0))} envelope violations"
+                if math.isfinite(stats.get("log_M", math.nan)) else ""
+            )
             log.info(
-                "epoch %d: accepted %d of %d proposals (rate %.4g), log M %.4g, %d envelope violations, %.2f s",
+                "epoch %d: accepted %d of %d proposals (rate %.4g)%s, %.2f s",
                 trainer.current_epoch, stats["accepted"], stats.get("proposals", 0), stats.get("acceptance_rate", math.nan),
-                stats.get("log_M", math.nan), stats.get("envelope_violations", 0), stats.get("seconds", math.nan),
+                envelope, stats.get("seconds", math.nan),
             )
 
 
