@@ -87,6 +87,43 @@ def test_sft_training_lowers_the_loss_and_packing_matches_encoding():
     assert torch.equal(packed["tokens"], direct["tokens"]) and torch.equal(packed["loss_mask"], direct["loss_mask"])
 
 
+def test_pretrain_learning_rate_and_cosine_schedule(monkeypatch):
+    """model.pretrain.lr overrides model.net.lr; lr_schedule=cosine decays it to 5 % over the steps."""
+    seen: list[float] = []
+    original_step = torch.optim.Adam.step
+
+    def recording_step(self, *args, **kwargs):
+        seen.append(self.param_groups[0]["lr"])
+        return original_step(self, *args, **kwargs)
+
+    monkeypatch.setattr(torch.optim.Adam, "step", recording_step)
+    model, task = tiny_model(lr=1e-3), tiny_task()
+    source = PolicyProposal(task, k=2).pretraining_source(model)
+    model.pretrain(source.sample, 5, 4, torch.Generator().manual_seed(0))
+    assert seen == [1e-3] * 5
+    seen.clear()
+    model.pretrain(source.sample, 11, 4, torch.Generator().manual_seed(0), lr=4e-3, lr_schedule="cosine")
+    assert seen[0] == pytest.approx(4e-3) and seen[5] == pytest.approx(4e-3 * (0.05 + 0.95 * 0.5))
+    assert seen[-1] == pytest.approx(4e-3 * 0.05)  # the last step runs at the floor
+    assert all(a > b for a, b in zip(seen, seen[1:]))
+    with pytest.raises(ValueError, match="model.pretrain.lr_schedule must be 'constant' or 'cosine' for TinyGPT, got 'linear'"):
+        model.pretrain(source.sample, 2, 4, torch.Generator(), lr_schedule="linear")
+    with pytest.raises(ValueError, match="model.pretrain.lr must be positive"):
+        model.pretrain(source.sample, 2, 4, torch.Generator(), lr=0.0)
+
+
+def test_rounds_cover_the_chosen_pool_by_default():
+    """proposal.prompts_per_round (hence sampler.num_proposals) follows proposal.pool."""
+    from rsft.config import compose
+
+    for pool, expected in (("sft", 1024), ("answer_only", 2900), ("both", 3924)):
+        cfg = compose(["experiment=rft_arithmetic", f"proposal.pool={pool}", "proposal.k=3"])
+        assert cfg.proposal.prompts_per_round == expected and cfg.sampler.num_proposals == 3 * expected
+    cfg = compose(["experiment=rft_arithmetic", "proposal.pool=everything"])
+    with pytest.raises(Exception, match="proposal.pool must be one of"):
+        _ = cfg.proposal.prompts_per_round
+
+
 def test_policy_proposal_groups_fields_and_round_stats():
     model, task = tiny_model().eval(), tiny_task()
     proposal = PolicyProposal(task, k=3, chunk_prompts=4, max_new_tokens=30)

@@ -15,7 +15,7 @@ from rsft.train import train
 SMALL = [
     "experiment=rft_arithmetic", "debug=fast", "logger=none",
     "task.num_sft=32", "task.num_answer_only=32", "task.num_eval=16", "task.num_train_eval=8",
-    "proposal.k=2", "proposal.chunk_prompts=16", "proposal.max_new_tokens=20",
+    "proposal.pool=sft", "proposal.k=2", "proposal.chunk_prompts=16", "proposal.max_new_tokens=20",
     "model.net.eval_k=2", "model.net.eval_max_new_tokens=20",
 ]
 ROUND_KEYS = (
@@ -39,7 +39,34 @@ def test_rft_arithmetic_smoke_logs_every_round_metric(run_config, tmp_path):
     epochs = rows(run)
     assert [r["epoch"] for r in epochs] == [0, 1]
     assert all("val/test_greedy_accuracy" in r and "sampling/round_candidates" in r for r in epochs)
-    assert epochs[0]["sampling/round_candidates"] == 64  # 32 prompts x k=2
+    assert epochs[0]["sampling/round_candidates"] == 64  # 32 SFT prompts x k=2
+
+
+@pytest.mark.parametrize(
+    ("rule", "check"),
+    [
+        # the top-reward sample of every prompt is accepted with probability exp(0) = 1
+        (["acceptance=boltzmann"], lambda m: m["sampling/round_prompts_with_accepted"] == 1.0),
+        (["acceptance=best_of_n"], lambda m: m["sampling/round_accepted_per_prompt"] == m["sampling/round_prompts_with_accepted"]),
+        (["acceptance=max_per_prompt", "acceptance.max_per_prompt=1"], lambda m: m["sampling/round_accepted_per_prompt"] <= 1.0),
+        # k = 2: a kept prompt has one right and one wrong sample, and both are kept
+        (["acceptance=zero_variance"], lambda m: m["sampling/round_accepted_per_prompt"] == 2 * m["sampling/round_prompts_with_accepted"]),
+    ],
+    ids=["boltzmann", "best_of_n", "max_per_prompt", "zero_variance"],
+)
+def test_group_rules_run_through_train(rule, check, run_config, tmp_path):
+    """Each per-prompt rule drives a whole run (sampling, acceptance, training, evaluation)."""
+    cfg = run_config(*SMALL, *rule, "model.pretrain.steps=60", "model.net.n_embd=32", "model.net.n_layer=1",
+                     "eval_before=false")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a round may keep nothing (on_empty=skip trains on the gold rows)
+        train(cfg)
+    run = tmp_path / "run"
+    epochs = rows(run)
+    assert [r["epoch"] for r in epochs] == [0, 1]
+    for row in epochs:
+        assert row["sampling/round_candidates"] == 64
+        assert check(row), row
 
 
 def test_hf_causal_lm_random_weights_with_lora_runs_end_to_end(run_config, tmp_path):
@@ -83,7 +110,7 @@ def test_a_round_that_accepts_nothing_errors_with_diagnostics_or_skips_with_a_wa
                "acceptance=reward_threshold", "acceptance.threshold=2.0", "eval_before=false"]
     with pytest.raises(EmptyAcceptedSetError, match=r"accepted nothing.*round_prompts=32.*round_correct_rate=0"):
         train(run_config(*nothing, "sampler.on_empty=error"))
-    with pytest.warns(UserWarning, match=r"training on the proposal's 32 extra rows only"):
+    with pytest.warns(UserWarning, match=r"training on the proposal's 64 extra rows only"):  # 32 gold rows, 2 passes
         train(run_config(*nothing, "sampler.on_empty=skip", run_dir=tmp_path / "skip_gold"))
     with pytest.warns(UserWarning, match=r"skipping this epoch's training"):
         train(run_config(*nothing, "sampler.on_empty=skip", "proposal.mix_gold=false", run_dir=tmp_path / "skip"))
@@ -110,3 +137,23 @@ def test_restart_from_base_resets_weights_before_each_rounds_training(run_config
         warnings.simplefilter("ignore")
         train(cfg)
     assert FirstBatchWeights.seen == {0: True, 1: True, 2: True}  # every round trains from the base weights
+
+
+@pytest.mark.slow
+def test_rft_rounds_raise_test_accuracy_above_the_sft_baseline(run_config, tmp_path):
+    """The issue's headline on a fixed seed: two rounds of the default experiment beat its SFT model.
+
+    A regression test on one fixed seed, not a statistical test: seed 0 measured 0.514 → 0.608 → 0.608
+    on the development machine (500 test problems; seeds 0–2 rise by 0.14–0.16 over 5 rounds, see
+    experiments/README.md). The 5-point margin sits between that (+9.4) and the gold-only control of
+    the same seed (+3.0 after two rounds), so a regression that stops learning from the accepted
+    samples fails, while another CPU's float rounding (a different but equally good trajectory) has
+    about 2 binomial sds of room.
+    """
+    cfg = run_config("experiment=rft_arithmetic", "logger=none", "trainer.max_epochs=2", "seed=0")
+    train(cfg)
+    run = tmp_path / "run"
+    before = json.loads((run / "before.json").read_text())["before/val/test_greedy_accuracy"]
+    after = [row["val/test_greedy_accuracy"] for row in rows(run)]
+    assert before > 0.3, "the SFT model itself is broken"
+    assert min(after) >= before + 0.05, (before, after)

@@ -25,12 +25,24 @@ def conf_dir() -> Path:
 
 
 def register_resolvers() -> None:
-    """``${rsft_root:}`` resolves to the repository root (where ``outputs/`` lives); ``${rsft_mul:a,b}`` to a × b."""
+    """``${rsft_root:}`` resolves to the repository root (where ``outputs/`` lives); ``${rsft_mul:a,b}`` to a × b;
+    ``${rsft_pool_size:…}`` to the size of a problem pool."""
     if not OmegaConf.has_resolver("rsft_root"):
         OmegaConf.register_new_resolver("rsft_root", lambda: str(REPO_ROOT))
     # ``${rsft_mul:a,b}`` = a × b (integers), e.g. sampler.num_proposals = prompts × k.
     if not OmegaConf.has_resolver("rsft_mul"):
         OmegaConf.register_new_resolver("rsft_mul", lambda *xs: math.prod(int(x) for x in xs))
+    # ``${rsft_pool_size:pool,num_sft,num_answer_only}``: problems in a training pool of task=arithmetic,
+    # so proposal.prompts_per_round follows proposal.pool.
+    if not OmegaConf.has_resolver("rsft_pool_size"):
+        OmegaConf.register_new_resolver("rsft_pool_size", pool_size)
+
+
+def pool_size(pool: str, num_sft: int, num_answer_only: int) -> int:
+    sizes = {"sft": int(num_sft), "answer_only": int(num_answer_only), "both": int(num_sft) + int(num_answer_only)}
+    if pool not in sizes:
+        raise ValueError(f"proposal.pool must be one of {sorted(sizes)}, got {pool!r}")
+    return sizes[pool]
 
 
 def compose(overrides: list[str] | None = None, config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:

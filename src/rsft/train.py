@@ -155,8 +155,12 @@ def train(cfg: DictConfig) -> float | None:
         elif cfg.model.pretrain.steps > 0:
             source = pretraining_source(proposal, model)
             generator = torch.Generator().manual_seed(cfg.seed + 7919)
+            schedule = {
+                key: cfg.model.pretrain[key] for key in ("lr", "lr_schedule") if cfg.model.pretrain.get(key) is not None
+            }
             losses = model.pretrain(
-                lambda n, g: task.annotate(source.sample(n, g)), cfg.model.pretrain.steps, cfg.model.pretrain.batch_size, generator
+                lambda n, g: task.annotate(source.sample(n, g)), cfg.model.pretrain.steps, cfg.model.pretrain.batch_size,
+                generator, **schedule,
             )
             log.info("pre-trained %d steps on the proposal: loss %.4f -> %.4f", len(losses), losses[0], losses[-1])
             if cfg.model.get("save_pretrained", False):  # so other runs can start here (model.init_checkpoint)

@@ -93,14 +93,21 @@ class GANModel(FineTunedModel):
         logits_real, logits_fake = self.discriminator_logit(real), self.discriminator_logit(fake)
         return bce_logits(logits_real, torch.ones_like(logits_real)) + bce_logits(logits_fake, torch.zeros_like(logits_fake))
 
-    def pretrain(self, draw: Callable[[int, torch.Generator], Batch], steps: int, batch_size: int, generator: torch.Generator) -> list[float]:
+    def pretrain(
+        self,
+        draw: Callable[[int, torch.Generator], Batch],
+        steps: int,
+        batch_size: int,
+        generator: torch.Generator,
+        lr: float | None = None,
+        lr_schedule: str = "constant",
+    ) -> list[float]:
         """``steps`` pre-training steps on real batches from ``draw``: adversarial ones, then (the last
         ``calibration_fraction`` of them) the discriminator alone with the generator fixed. Returns the
         discriminator loss of every step."""
-        if steps < 0 or batch_size <= 0:
-            raise ValueError(f"model.pretrain needs steps ≥ 0 and batch_size > 0, got {steps}, {batch_size}")
-        opt_d = torch.optim.Adam(self.discriminator_net.parameters(), lr=self.lr, betas=self.betas)
-        opt_g = torch.optim.Adam(self.generator_net.parameters(), lr=self.lr, betas=self.betas)
+        lr = self.pretrain_lr(steps, batch_size, lr, lr_schedule, ("constant",))
+        opt_d = torch.optim.Adam(self.discriminator_net.parameters(), lr=lr, betas=self.betas)
+        opt_g = torch.optim.Adam(self.generator_net.parameters(), lr=lr, betas=self.betas)
         losses: list[float] = []
         self.train()
         adversarial = steps - round(steps * self.calibration_fraction)
