@@ -28,10 +28,15 @@ def rows(run):
     return [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
 
 
-def test_rft_arithmetic_smoke_logs_every_round_metric(run_config, tmp_path):
+def test_rft_arithmetic_smoke_logs_every_round_metric(run_config, tmp_path, caplog):
     # Enough SFT that some samples are correct, so rounds accept something.
     cfg = run_config(*SMALL, "model.pretrain.steps=150", "model.net.n_embd=32", "model.net.n_layer=1")
-    train(cfg)
+    with caplog.at_level("INFO", logger="rsft"):
+        train(cfg)
+    printed = [r.getMessage() for r in caplog.records]
+    assert any(m.startswith("epoch 1 validation:") and "test_greedy_accuracy" in m for m in printed)
+    sampling_lines = [m for m in printed if m.startswith("epoch") and "accepted" in m]
+    assert len(sampling_lines) == 2 and not any("log M" in m for m in sampling_lines)  # no envelope here
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     for key in (*ROUND_KEYS, "before/val/test_greedy_accuracy"):

@@ -176,3 +176,13 @@ def test_conf_dir_is_found_from_any_directory(tmp_path, monkeypatch):
     cfg = compose(["paths.output_dir=/tmp/x"])
     assert cfg.name == "density_grid25"
     assert cfg.paths.root_dir == str(REPO)
+
+
+def test_each_epoch_prints_its_validation_figures(run_config, caplog):
+    with caplog.at_level("INFO", logger="rsft"):
+        train(run_config("debug=fast", "logger=none"))
+    lines = [r.getMessage() for r in caplog.records if "validation:" in r.getMessage()]
+    assert [line.split(" validation:")[0] for line in lines] == ["epoch 0", "epoch 1"]
+    assert "nll " in lines[0] and "energy_distance " in lines[0]
+    sampling = [r.getMessage() for r in caplog.records if "proposals (rate" in r.getMessage()]
+    assert len(sampling) == 2 and all("log M " in m and "envelope violations" in m for m in sampling)

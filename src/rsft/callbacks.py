@@ -103,3 +103,7 @@ class EpochRecorder(pl.Callback):
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
+        # The round's validation figures on the console too, so progress over epochs is visible live.
+        validation = {k: v for k, v in row.items() if k.startswith("val/")}
+        if validation:
+            log.info("epoch %d validation: %s", trainer.current_epoch, ", ".join(f"{k[4:]} {v:.4g}" for k, v in sorted(validation.items())))
