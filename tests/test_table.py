@@ -233,3 +233,22 @@ def test_after_must_name_an_earlier_row():
         parse_spec({**SPEC, "jobs": 0}, "toy")
     with pytest.raises(TableSpecError, match="unknown key.*'overides'"):
         parse_spec({**SPEC, "rows": [{"label": "a", "overides": []}]}, "toy")
+
+
+def test_the_rft_spec_covers_what_the_issue_asks():
+    """SFT baseline, k in {1, 4, 16, 64}, dedup on and off, an answer-only row, at least 3 seeds."""
+    spec = load_spec("rft_arithmetic")
+    assert len(spec.seeds) >= 3
+
+    def setting(row, key, default):
+        values = [o.split("=", 1)[1] for o in row.overrides if o.startswith(f"{key}=")]
+        return values[-1] if values else default
+
+    rft = [r for r in spec.rows if setting(r, "proposal.pool", "sft") == "sft" and setting(r, "acceptance", "all_of") == "all_of"]
+    assert {setting(r, "proposal.k", None) for r in rft} >= {"1", "4", "16", "64"}
+    no_dedup = [r for r in spec.rows if setting(r, "acceptance", "all_of") == "verifier"]
+    assert no_dedup and all(setting(r, "proposal.pool", "sft") == "sft" for r in no_dedup)
+    assert any(setting(r, "proposal.pool", "sft") == "answer_only" for r in spec.rows)
+    # every row but the first loads the first row's SFT weights, so each waits for it
+    assert all(r.after == spec.rows[0].label for r in spec.rows[1:])
+    assert "model.save_pretrained=true" in spec.rows[0].overrides
