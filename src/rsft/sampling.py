@@ -146,8 +146,7 @@ def rejection_sample(
     consumed = 0  # candidates up to and including the last one kept
     accepted = 0
     chunks = 0
-    out: Batch | None = None  # pre-allocated in num_accepted mode
-    pieces: list[Batch] = []  # collected in num_proposals mode
+    out: Batch | None = None  # pre-allocated in num_accepted mode; grown by doubling in num_proposals mode
     projected: float | None = None  # set when fail-fast stops the loop early
     empty: Batch | None = None  # zero rows with the layout of the first chunk
 
@@ -203,7 +202,9 @@ def rejection_sample(
             accepted += take
         else:
             if kept:
-                pieces.append({k: v.index_select(0, index) for k, v in batch.items()})
+                out = _room_for(out, batch, accepted + kept)
+                for key, value in batch.items():
+                    torch.index_select(value, 0, index, out=out[key][accepted : accepted + kept])
             accepted += kept
             consumed = drawn + n
         drawn += n
@@ -223,11 +224,26 @@ def rejection_sample(
         elif accepted < target:
             out = {k: v[:accepted] for k, v in out.items()}
         return SamplingResult(out, stats)
-    if pieces:
-        result = {k: torch.cat([p[k] for p in pieces]) for k in pieces[0]}
-    else:
-        result = empty
+    result = empty if out is None else {k: v[:accepted] for k, v in out.items()}
     return SamplingResult(result, stats)
+
+
+def _room_for(out: Batch | None, batch: Batch, rows: int) -> Batch:
+    """``out`` with capacity for at least ``rows`` rows of ``batch``'s layout, doubling when it grows.
+
+    One buffer that grows a logarithmic number of times, rather than a small tensor per chunk: small
+    allocations made between the chunks' large temporaries pin glibc's heap top, so the freed chunk
+    memory was never returned and the peak grew with the number of chunks (benchmarks/README.md).
+    """
+    capacity = 0 if out is None else next(iter(out.values())).shape[0]
+    if rows <= capacity:
+        return out  # type: ignore[return-value]
+    grown = max(rows, 2 * capacity, 1024)
+    bigger = {k: torch.empty((grown, *v.shape[1:]), dtype=v.dtype, device=v.device) for k, v in batch.items()}
+    if out is not None:
+        for key, value in out.items():
+            bigger[key][:capacity].copy_(value)
+    return bigger
 
 
 def _raise_or_warn(
