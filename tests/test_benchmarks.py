@@ -60,14 +60,16 @@ def test_memory_is_bounded_by_the_chunk():
 
 
 def test_memory_does_not_grow_with_the_number_of_chunks():
-    """Ten times the chunks, same peak: num_proposals mode keeps its accepted rows in one growing buffer.
+    """10^8 candidates in 100 chunks: the peak stays within a few dozen chunk-sized buffers.
 
-    With one small tensor per chunk, glibc's heap top stayed pinned and the peak grew with every chunk:
-    this test measured 21.6 MB growth for 3·10^6 candidates and 167.9 MB for 3·10^7 before the fix.
+    num_proposals mode keeps its accepted rows in one growing buffer. With one small tensor per chunk
+    (before the fix) glibc's heap top stayed pinned and the peak grew with every chunk: 394 MB of growth
+    here (104 chunk buffers of 3.8 MB), against 61–65 MB after it. The growth after the fix is not a
+    fixed number (the allocator settles at 22 or at about 65 MB, run to run), so the bound is generous:
+    40 chunk buffers, 153 MB.
     """
     from benchmarks.memory import measure_in_subprocess
 
-    few = measure_in_subprocess(3_000_000, 1_000_000, timeout=300)
-    many = measure_in_subprocess(30_000_000, 1_000_000, timeout=300)
-    assert many["accepted"] > few["accepted"]
-    assert many["growth_mb"] - few["growth_mb"] < 30, (few, many)
+    figures = measure_in_subprocess(100_000_000, 1_000_000, timeout=300)
+    assert figures["accepted"] > 0
+    assert figures["growth_mb"] < 40 * figures["chunk_mb_per_field"], figures

@@ -117,8 +117,14 @@ def test_a_round_that_accepts_nothing_errors_with_diagnostics_or_skips_with_a_wa
         train(run_config(*nothing, "sampler.on_empty=error"))
     with pytest.warns(UserWarning, match=r"training on the proposal's 64 extra rows only"):  # 32 gold rows, 2 passes
         train(run_config(*nothing, "sampler.on_empty=skip", run_dir=tmp_path / "skip_gold"))
+    # Nothing to train on at all: each round is skipped, but the run goes on to the next round (Lightning
+    # alone would end the whole fit at the first epoch without a training batch).
     with pytest.warns(UserWarning, match=r"skipping this epoch's training"):
-        train(run_config(*nothing, "sampler.on_empty=skip", "proposal.mix_gold=false", run_dir=tmp_path / "skip"))
+        train(run_config(*nothing, "sampler.on_empty=skip", "proposal.mix_gold=false", "trainer.max_epochs=3",
+                         run_dir=tmp_path / "skip"))
+    epochs = rows(tmp_path / "skip")
+    assert [r["epoch"] for r in epochs] == [0, 1, 2]
+    assert all(r["sampling/accepted"] == 0 and "val/test_greedy_accuracy" in r and "train/loss" not in r for r in epochs)
 
 
 

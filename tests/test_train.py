@@ -110,8 +110,12 @@ def test_on_empty_error_and_skip(run_config):
                  "sampler.num_proposals=1000", "plot=false"]
     with pytest.raises(Exception, match="accepted nothing"):
         train(run_config(*overrides))
+    skip_dir = Path(run_config().paths.output_dir).parent / "skip"
     with pytest.warns(UserWarning, match="sampler.on_empty=skip"):
-        train(run_config(*overrides, "sampler.on_empty=skip", run_dir=Path(run_config().paths.output_dir).parent / "skip"))
+        train(run_config(*overrides, "sampler.on_empty=skip", run_dir=skip_dir))
+    # every epoch is sampled, skipped and validated: the run is not cut short after the first empty round
+    epochs = [json.loads(line) for line in (skip_dir / "epochs.jsonl").read_text().splitlines()]
+    assert [e["epoch"] for e in epochs] == [0, 1] and all(e["sampling/accepted"] == 0 and "val/nll" in e for e in epochs)
 
 
 def _cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:

@@ -68,6 +68,17 @@ class BatchDict(Dataset):
         return {k: v[index] for k, v in self.batch.items()}
 
 
+#: The one key of the placeholder batch of a skipped round (``sampler.on_empty=skip`` with nothing to
+#: train on). Lightning ends the whole fit when an epoch has no training batch, so a skipped round
+#: gets one batch that the models' ``training_step`` recognise and pass over (no loss, no step): the
+#: epoch still validates and the next round samples again.
+SKIPPED_ROUND = "rsft_skipped_round"
+
+
+def is_skipped_round(batch: Batch) -> bool:
+    return SKIPPED_ROUND in batch
+
+
 def batch_loader(batch: Batch, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
     """Mini-batches of a dict of tensors that stay on their device (no worker processes, no copies)."""
     data = BatchDict(batch)
@@ -200,6 +211,8 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
             out = self.run_dir / "accepted" / f"epoch_{epoch:03d}{suffix}.pt"
             out.parent.mkdir(parents=True, exist_ok=True)
             torch.save({k: v.detach().cpu() for k, v in result.batch.items()}, out)
+        if _rows(rows) == 0:  # a skipped round (on_empty=skip; on_empty=error raised above)
+            rows = {SKIPPED_ROUND: torch.ones(1, device=self.device)}
         # Shuffle order from (seed, epoch, rank) too (a CPU generator: the sampler of indices runs there).
         rank, _ = self.rank
         order = torch.Generator().manual_seed(stream_seed(self.seed, epoch, rank, "shuffle"))

@@ -9,6 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
+from rsft.data import is_skipped_round
 from rsft.proposals import Batch
 
 
@@ -28,7 +29,9 @@ class FineTunedModel(pl.LightningModule):
     def training_loss(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
-    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor:
+    def training_step(self, batch: Batch, batch_idx: int) -> torch.Tensor | None:
+        if is_skipped_round(batch):  # nothing was accepted this round (sampler.on_empty=skip): no step
+            return None
         loss = self.training_loss(batch)
         # sync_dist: under multi-process training the logged epoch loss is the mean over ranks.
         self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,

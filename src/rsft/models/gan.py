@@ -24,6 +24,7 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce_logits
 
+from rsft.data import is_skipped_round
 from rsft.metrics import EnergyDistance
 from rsft.models.base import FineTunedModel
 from rsft.proposals import Batch
@@ -136,6 +137,8 @@ class GANModel(FineTunedModel):
         return bce_logits(logits, torch.ones_like(logits))
 
     def training_step(self, batch: Batch, batch_idx: int) -> None:
+        if is_skipped_round(batch):
+            return
         with torch.no_grad():
             loss = self.training_loss(batch)
         self.log("train/accepted_d_loss", loss, on_step=False, on_epoch=True, batch_size=batch["x"].shape[0])
