@@ -81,12 +81,17 @@ class Acceptance:
 class ProbabilisticAcceptance(Acceptance):
     """A rule that accepts each candidate independently with probability exp(log_accept_prob)."""
 
+    #: True when ``log_accept_prob`` itself rules out NaN / +inf (from figures it reads anyway), so the
+    #: generic check below — one more reduction and host read per chunk — would be redundant.
+    checks_its_own_values = False
+
     def log_accept_prob(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - interface
         raise NotImplementedError
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         log_a = self.log_accept_prob(batch)
-        check_finite(f"log acceptance probability of {type(self).__name__}", log_a)
+        if not self.checks_its_own_values:
+            check_finite(f"log acceptance probability of {type(self).__name__}", log_a)
         # U ~ Uniform(0, 1] in float64 keeps resolution for tiny acceptance probabilities (down to
         # 2^-53; a float32 uniform stops at 2^-24), and "accept iff U ≤ a" always accepts a = 1 and
         # never accepts a = 0. On CPU this is ~3x cheaper than drawing log U as −Exponential(1).
@@ -112,6 +117,8 @@ class DensityRatio(ProbabilisticAcceptance):
     candidate whose log-ratio exceeds the log M in force when it was judged is an *envelope
     violation*: counted and reported in :meth:`stats`, never hidden.
     """
+
+    checks_its_own_values = True  # log p, log q and the largest ratio come from one host read per chunk
 
     def __init__(self, target: Any, log_M: float | str = "auto", margin: float = AUTO_ENVELOPE_MARGIN):
         if isinstance(target, str):
@@ -197,7 +204,12 @@ class DensityRatio(ProbabilisticAcceptance):
             if self.fixed_log_M is None:
                 self.log_M = chunk_max + math.log(self.margin)
                 self.envelope_raises += 1
-        return (log_ratio - self.log_M).clamp(max=0.0)
+        log_a = (log_ratio - self.log_M).clamp(max=0.0)
+        # log p and log q are checked above, so log a can only be NaN through the figures already read:
+        # a NaN / +inf largest ratio (overflow) or a non-finite log M (a pilot chunk of zero density).
+        if not (math.isfinite(self.log_M) and (math.isfinite(chunk_max) or chunk_max == -math.inf)):
+            check_finite(f"log acceptance probability of {type(self).__name__}", log_a)
+        return log_a
 
     def stats(self) -> dict[str, float]:
         return {

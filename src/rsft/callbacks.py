@@ -12,6 +12,7 @@ import torch
 
 log = logging.getLogger("rsft")
 
+
 def _number(value: object) -> float | None:
     if torch.is_tensor(value):
         if value.numel() != 1:

@@ -25,11 +25,6 @@ DEFAULT_CHUNK_SIZE = 65_536
 #: chunk (benchmarks/README.md) and a smaller chunk stays in cache; a GPU needs ~10^6 per kernel
 #: launch to fill its cores and amortise the one host read per chunk.
 DEVICE_CHUNK_SIZE = {"cpu": DEFAULT_CHUNK_SIZE, "cuda": 1_048_576}
-
-
-def default_chunk_size(device: torch.device | str) -> int:
-    """A sensible ``chunk_size`` for ``device`` (see :data:`DEVICE_CHUNK_SIZE`)."""
-    return DEVICE_CHUNK_SIZE.get(torch.device(device).type, DEFAULT_CHUNK_SIZE)
 DEFAULT_MAX_PROPOSALS = 100_000_000
 #: z-score of the one-sided upper confidence bound used to decide that a budget cannot be met.
 #: z = 5 means a run that could still meet its budget is stopped early with probability < 3e-7.
@@ -83,6 +78,11 @@ def _check_batch(batch: Batch, n: int) -> None:
                 f"proposal batch field {key!r} has shape {tuple(value.shape)}; every field must have "
                 f"leading size {n} (one row per candidate)"
             )
+
+
+def default_chunk_size(device: torch.device | str) -> int:
+    """A sensible ``chunk_size`` for ``device`` (see :data:`DEVICE_CHUNK_SIZE`)."""
+    return DEVICE_CHUNK_SIZE.get(torch.device(device).type, DEFAULT_CHUNK_SIZE)
 
 
 def rejection_sample(
