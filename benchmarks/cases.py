@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from torch import distributions as D
 
-from rsft.proposals import isotropic_normal, isotropic_student_t
+from rsft.proposals.distribution import isotropic_normal, isotropic_student_t
 from rsft.targets import StandardNormal, grid25
 
 LOG_2PI = math.log(2 * math.pi)

@@ -14,8 +14,6 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 
-import torch
-
 from benchmarks.cases import CASES, Case, normal_from_wider_normal_case
 from benchmarks.contenders import CONTENDERS, run_floor, run_numpy, run_pyro, run_rsft, run_seed_loop
 

@@ -92,7 +92,7 @@ class RoundTimer(pl.Callback):
 
 def run_one(experiment: str, epochs: int, extra: list[str], run_dir: Path) -> list[dict]:
     """Train ``experiment`` for ``epochs`` epochs in this process; return the per-epoch rows."""
-    from rsft.config import compose
+    from rsft.run.config import compose
     from rsft.train import train
 
     timings = run_dir / "round_timer.jsonl"

@@ -15,9 +15,9 @@ import sys
 
 import torch
 
-from rsft.datasets import load_credit_split
-from rsft.fairness_acceptance import reweighing_weights
-from rsft.fairness_metrics import best_threshold, classification_report
+from rsft.acceptance.fairness import reweighing_weights
+from rsft.metrics.fairness import best_threshold, classification_report
+from rsft.tasks.credit_data import load_credit_split
 
 METRICS = ("balanced_accuracy", "disparate_impact", "average_odds_difference")
 

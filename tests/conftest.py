@@ -17,7 +17,7 @@ EXPERIMENTS = sorted(p.stem for p in (REPO / "conf" / "experiment").glob("*.yaml
 
 def compose_run(overrides: list[str], run_dir: Path):
     """The config ``rsft-train <overrides>`` would run, writing into ``run_dir``."""
-    from rsft.config import compose
+    from rsft.run.config import compose
 
     return compose([*overrides, f"paths.output_dir={run_dir}"])
 

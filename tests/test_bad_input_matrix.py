@@ -22,8 +22,9 @@ import torch
 from torch import distributions as D
 
 from rsft import DensityRatio, DistributionProposal, rejection_sample
-from rsft.config import compose
-from rsft.proposals import Proposal, gaussian
+from rsft.proposals.base import Proposal
+from rsft.proposals.distribution import gaussian
+from rsft.run.config import compose
 from rsft.train import train
 
 # Rows that must reach the sampler skip pre-training and the "before" evaluation: the error is the point.

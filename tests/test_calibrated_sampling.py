@@ -20,12 +20,14 @@ from scipy import stats
 from torch import distributions as D
 
 from rsft import DensityRatio, DistributionProposal, rejection_sample
-from rsft.acceptance import AcceptAll
-from rsft.dataset_proposal import DatasetProposal
-from rsft.fairness_acceptance import Reweighing
-from rsft.lm_acceptance import BestOfN, Boltzmann
+from rsft.acceptance.base import AcceptAll
+from rsft.acceptance.fairness import Reweighing
+from rsft.acceptance.lm import BestOfN, Boltzmann
 from rsft.models import FlowModel
-from rsft.proposals import ModelProposal, Proposal, isotropic_normal, student_t
+from rsft.proposals.base import Proposal
+from rsft.proposals.dataset import DatasetProposal
+from rsft.proposals.distribution import isotropic_normal, student_t
+from rsft.proposals.model import ModelProposal
 from rsft.targets import GaussianMixture
 
 ALPHA = 1e-6

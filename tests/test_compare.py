@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from rsft.compare import compare, main
+from rsft.tools.compare import compare, main
 
 BASE = {"name": "density_grid25", "seed": 0, "proposal": {"scale": 3.0}, "paths": {"output_dir": "x"}, "resume": None}
 

@@ -8,8 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from rsft.datasets import credit_data
-from rsft.datasets.credit_data import (
+from rsft.tasks import credit_data
+from rsft.tasks.credit_data import (
     DatasetUnavailableError,
     TabularTable,
     load_compas,

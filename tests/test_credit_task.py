@@ -8,8 +8,8 @@ import pytest
 import torch
 from hydra.errors import InstantiationException
 
-from rsft.config import compose
-from rsft.fairness_metrics import METRIC_NAMES
+from rsft.metrics.fairness import METRIC_NAMES
+from rsft.run.config import compose
 from rsft.train import train
 
 FAST = ["logger=none", "plot=false", "trainer.max_epochs=3", "model.pretrain.steps=60"]

@@ -10,8 +10,8 @@ import sys
 import pytest
 import torch
 
-from rsft.config import compose
 from rsft.data import combine_rank_stats
+from rsft.run.config import compose
 from rsft.train import train
 
 

@@ -9,8 +9,8 @@ import math
 import pytest
 import torch
 
-from rsft.drs_acceptance import DiscriminatorRejection, drs_log_accept
-from rsft.mode_metrics import mode_coverage
+from rsft.acceptance.drs import DiscriminatorRejection, drs_log_accept
+from rsft.metrics.modes import mode_coverage
 from rsft.targets import grid25
 from rsft.train import train
 

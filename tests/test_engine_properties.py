@@ -12,7 +12,7 @@ from scipy import stats
 from torch import distributions as D
 
 from rsft import AcceptAll, Ball, DensityRatio, DistributionProposal, Region, rejection_sample
-from rsft.proposals import gaussian
+from rsft.proposals.distribution import gaussian
 
 SETTINGS = settings(max_examples=25, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 

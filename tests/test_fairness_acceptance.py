@@ -6,10 +6,8 @@ import pytest
 import torch
 from scipy.stats import chi2_contingency
 
-from rsft.acceptance import AcceptAll
-from rsft.dataset_proposal import DatasetProposal
-from rsft.datasets import load_credit_split
-from rsft.fairness_acceptance import (
+from rsft.acceptance.base import AcceptAll
+from rsft.acceptance.fairness import (
     EmptyCellError,
     PreferentialSampling,
     Reweighing,
@@ -18,7 +16,9 @@ from rsft.fairness_acceptance import (
     preferential_copies,
     reweighing_weights,
 )
+from rsft.proposals.dataset import DatasetProposal
 from rsft.sampling import rejection_sample
+from rsft.tasks.credit_data import load_credit_split
 
 
 def toy_rows(s, y, x=None):

@@ -7,7 +7,7 @@ import math
 import pytest
 import torch
 
-from rsft.fairness_metrics import (
+from rsft.metrics.fairness import (
     average_odds_difference,
     balanced_accuracy,
     best_threshold,

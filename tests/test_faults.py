@@ -18,7 +18,7 @@ from pathlib import Path
 import pytest
 from test_resume import TIMING, environment, final_metrics, finish
 
-from rsft.config import compose
+from rsft.run.config import compose
 from rsft.train import train
 
 

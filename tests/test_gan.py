@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from rsft.gan_proposal import GeneratorProposal, TargetSamples
 from rsft.models.gan import GANModel
+from rsft.proposals.generator import GeneratorProposal, TargetSamples
 from rsft.targets import grid25
 
 

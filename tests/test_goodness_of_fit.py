@@ -18,7 +18,7 @@ from scipy import stats
 from torch import distributions as D
 
 from rsft import DensityRatio, DistributionProposal, Interval, ProbabilisticAcceptance, Region, rejection_sample
-from rsft.proposals import gaussian
+from rsft.proposals.distribution import gaussian
 from rsft.targets import GaussianMixture, grid25
 
 ALPHA = 1e-6

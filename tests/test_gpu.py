@@ -10,7 +10,7 @@ import torch
 from torch import distributions as D
 
 from rsft import DensityRatio, DistributionProposal, rejection_sample
-from rsft.proposals import gaussian
+from rsft.proposals.distribution import gaussian
 from rsft.sampling import default_chunk_size
 from rsft.targets import grid25
 

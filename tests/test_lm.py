@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
+from rsft.acceptance.lm import Verifier
 from rsft.models.causal_lm import ContextWindowError, filter_logits
 from rsft.models.tiny_gpt import TinyGPT
-from rsft.policy_proposal import PolicyProposal
+from rsft.models.tokenizer import CharTokenizer
+from rsft.proposals.policy import PolicyProposal
 from rsft.sampling import rejection_sample
-from rsft.lm_acceptance import Verifier
 from rsft.tasks.arithmetic import ArithmeticTask
-from rsft.tokenizer import CharTokenizer
 
 
 def tiny_model(**kw) -> TinyGPT:
@@ -114,7 +114,7 @@ def test_pretrain_learning_rate_and_cosine_schedule(monkeypatch):
 
 def test_rounds_cover_the_chosen_pool_by_default():
     """proposal.prompts_per_round (hence sampler.num_proposals) follows proposal.pool."""
-    from rsft.config import compose
+    from rsft.run.config import compose
 
     for pool, expected in (("sft", 1024), ("answer_only", 2900), ("both", 3924)):
         cfg = compose(["experiment=rft_arithmetic", f"proposal.pool={pool}", "proposal.k=3"])

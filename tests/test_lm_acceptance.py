@@ -8,8 +8,8 @@ import pytest
 import torch
 from scipy import stats
 
-from rsft.acceptance import AllOf
-from rsft.lm_acceptance import BestOfN, Boltzmann, Dedup, MaxPerPrompt, RewardThreshold, Verifier, ZeroVarianceFilter
+from rsft.acceptance.base import AllOf
+from rsft.acceptance.lm import BestOfN, Boltzmann, Dedup, MaxPerPrompt, RewardThreshold, Verifier, ZeroVarianceFilter
 
 
 def batch(reward, group, prompt=None, path=None, correct=None, equations_ok=None):

@@ -20,7 +20,8 @@ from rsft import (
     Region,
     rejection_sample,
 )
-from rsft.proposals import Proposal, gaussian
+from rsft.proposals.base import Proposal
+from rsft.proposals.distribution import gaussian
 
 
 def beta_setup(log_M="auto"):

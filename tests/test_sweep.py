@@ -13,7 +13,7 @@ import pytest
 import yaml
 from omegaconf import OmegaConf
 
-from rsft.config import compose
+from rsft.run.config import compose
 from rsft.train import train
 
 TINY = ["experiment=density_grid25", "debug=fast", "trainer.max_epochs=1", "logger=none", "eval_before=false"]

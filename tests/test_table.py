@@ -10,9 +10,18 @@ import sys
 import pytest
 import yaml
 
-from rsft import table as table_mod
-from rsft.config import REPO_ROOT
-from rsft.table import TableSpecError, collect, failure_reason, load_spec, main, multirun_command, parse_spec, run_dir
+from rsft.tools import table as table_mod
+from rsft.run.config import REPO_ROOT
+from rsft.tools.table import (
+    TableSpecError,
+    collect,
+    failure_reason,
+    load_spec,
+    main,
+    multirun_command,
+    parse_spec,
+    run_dir,
+)
 
 SPEC = {
     "title": "toy table",
@@ -158,7 +167,7 @@ def test_end_to_end_one_real_row(tmp_path):
     }
     path = write_spec(tmp_path, spec, "smoke")
     root = tmp_path / "tables"
-    result = subprocess.run([sys.executable, "-m", "rsft.table", str(path), "--output-root", str(root)], capture_output=True, text=True)
+    result = subprocess.run([sys.executable, "-m", "rsft.tools.table", str(path), "--output-root", str(root)], capture_output=True, text=True)
     assert result.returncode == 0, result.stderr
     assert (root / "smoke" / "runs" / "german" / "seed=1" / "metrics.json").is_file()
     assert "(n=2)" in (root / "smoke" / "table.md").read_text()

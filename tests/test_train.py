@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import torch
-
 from conftest import EXPERIMENTS, REPO
-from rsft.config import compose
+
+from rsft.run.config import compose
 from rsft.train import train
 
 #: Experiments that must fail, and the message fragment their error must carry.

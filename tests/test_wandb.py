@@ -8,9 +8,9 @@ from pathlib import Path
 
 import pytest
 
-from rsft.config import compose
+from rsft.run.config import compose
+from rsft.run.wandb import RUN_ID_FILE, decide_mode, override_tags, run_group
 from rsft.train import train
-from rsft.wandb_logging import RUN_ID_FILE, decide_mode, override_tags, run_group
 
 pytest.importorskip("wandb")
 

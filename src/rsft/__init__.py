@@ -4,18 +4,11 @@ Draw candidates from a proposal, keep those an acceptance rule accepts, fine-tun
 accepted set, and rebuild that set every epoch.
 """
 
-from rsft.acceptance import (
-    AcceptAll,
-    Acceptance,
-    AllOf,
-    Ball,
-    DensityRatio,
-    Interval,
-    NonFiniteDensityError,
-    ProbabilisticAcceptance,
-    Region,
-)
-from rsft.proposals import DistributionProposal, ModelProposal, Proposal
+from rsft.acceptance.base import AcceptAll, Acceptance, AllOf, NonFiniteDensityError, ProbabilisticAcceptance
+from rsft.acceptance.density import Ball, DensityRatio, Interval, Region
+from rsft.proposals.base import Proposal
+from rsft.proposals.distribution import DistributionProposal
+from rsft.proposals.model import ModelProposal
 from rsft.sampling import AcceptanceBudgetError, SamplingResult, rejection_sample
 
 __version__ = "0.1.0"

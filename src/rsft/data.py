@@ -12,7 +12,6 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -20,37 +19,15 @@ import pytorch_lightning as pl
 import torch
 from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, SequentialSampler
 
-from rsft.acceptance import Acceptance
-from rsft.proposals import Batch, Proposal
-from rsft.sampling import DEFAULT_CHUNK_SIZE, DEFAULT_MAX_PROPOSALS, SamplingResult, _positive_int, rejection_sample
+from rsft.acceptance.base import Acceptance
+from rsft.batch import Batch, num_rows, skipped_round_batch
+from rsft.proposals.base import Proposal
+from rsft.sampling import SamplerSettings, SamplingResult, rejection_sample
 from rsft.tasks.base import Task
 
 
 class EmptyAcceptedSetError(RuntimeError):
     """A sampling round accepted nothing and ``sampler.on_empty=error``."""
-
-
-@dataclass
-class SamplerSettings:
-    """The ``sampler`` config group (keys shared by every experiment)."""
-
-    num_accepted: int | None = 20_000
-    num_proposals: int | None = None
-    chunk_size: int | None = DEFAULT_CHUNK_SIZE  # None: the engine's default for the device
-    max_proposals: int = DEFAULT_MAX_PROPOSALS
-    allow_partial: bool = False
-    fail_fast: bool = True
-    save_accepted: bool = False
-    on_empty: str = "error"  # "error" or "skip": what to do when a round accepts nothing
-
-    def __post_init__(self) -> None:
-        if self.on_empty not in ("error", "skip"):
-            raise ValueError(f"sampler.on_empty must be 'error' or 'skip', got {self.on_empty!r}")
-        # Checked here, when the run starts, not at the first sampling round after pre-training.
-        for key in ("num_accepted", "num_proposals", "chunk_size", "max_proposals"):
-            value = getattr(self, key)
-            if value is not None or key == "max_proposals":
-                _positive_int(key, value, f"sampler.{key}")
 
 
 class BatchDict(Dataset):
@@ -66,17 +43,6 @@ class BatchDict(Dataset):
     def __getitem__(self, rows: list[int]) -> Batch:
         index = torch.as_tensor(rows, device=next(iter(self.batch.values())).device)
         return {k: v[index] for k, v in self.batch.items()}
-
-
-#: The one key of the placeholder batch of a skipped round (``sampler.on_empty=skip`` with nothing to
-#: train on). Lightning ends the whole fit when an epoch has no training batch, so a skipped round
-#: gets one batch that the models' ``training_step`` recognise and pass over (no loss, no step): the
-#: epoch still validates and the next round samples again.
-SKIPPED_ROUND = "rsft_skipped_round"
-
-
-def is_skipped_round(batch: Batch) -> bool:
-    return SKIPPED_ROUND in batch
 
 
 def batch_loader(batch: Batch, batch_size: int, shuffle: bool, generator: torch.Generator | None = None) -> DataLoader:
@@ -167,9 +133,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         result.batch = self.task.annotate(result.batch)
         # Proposals that know more about the round (e.g. an LM policy: correct rate, distinct paths)
         # add their figures; they are logged and quoted when a round accepts nothing.
-        round_stats = getattr(self.proposal, "round_stats", None)
-        if callable(round_stats):
-            result.stats.update(round_stats(result.batch))
+        result.stats.update(self.proposal.round_stats(result.batch))
         return result
 
     def train_dataloader(self) -> DataLoader:
@@ -187,8 +151,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         self.last_stats = {"epoch": epoch, **self.all_ranks(result.stats)}
         self.last_accepted = result.batch
         # A proposal may extend the round's training set (e.g. mix in gold SFT rows).
-        training_rows = getattr(self.proposal, "training_rows", None)
-        rows = training_rows(result.batch) if callable(training_rows) else result.batch
+        rows = self.proposal.training_rows(result.batch)
         if accepted == 0:
             message = (
                 f"epoch {epoch}: the sampling round accepted nothing ({int(result.stats['proposals_drawn']):,} "
@@ -199,7 +162,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
                     message + ". Loosen the acceptance rule, raise sampler.num_proposals, or set "
                     "sampler.on_empty=skip to skip such rounds with a warning"
                 )
-            extra_rows = _rows(rows)
+            extra_rows = num_rows(rows)
             action = (
                 f"training on the proposal's {extra_rows:,} extra rows only" if extra_rows
                 else "skipping this epoch's training"
@@ -211,8 +174,8 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
             out = self.run_dir / "accepted" / f"epoch_{epoch:03d}{suffix}.pt"
             out.parent.mkdir(parents=True, exist_ok=True)
             torch.save({k: v.detach().cpu() for k, v in result.batch.items()}, out)
-        if _rows(rows) == 0:  # a skipped round (on_empty=skip; on_empty=error raised above)
-            rows = {SKIPPED_ROUND: torch.ones(1, device=self.device)}
+        if num_rows(rows) == 0:  # a skipped round (on_empty=skip; on_empty=error raised above)
+            rows = skipped_round_batch(self.device)
         # Shuffle order from (seed, epoch, rank) too (a CPU generator: the sampler of indices runs there).
         rank, _ = self.rank
         order = torch.Generator().manual_seed(stream_seed(self.seed, epoch, rank, "shuffle"))
@@ -279,10 +242,6 @@ def combine_rank_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
         if "accepted_per_s" in out and "accepted" in out:
             out["accepted_per_s"] = out["accepted"] / out["seconds"]
     return out
-
-
-def _rows(batch: Batch) -> int:
-    return next(iter(batch.values())).shape[0] if batch else 0
 
 
 def _short(stats: dict[str, float]) -> str:

@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 
 import torch
 
-from rsft.acceptance import Acceptance
-from rsft.proposals import Batch, Proposal
+from rsft.acceptance.base import Acceptance
+from rsft.batch import Batch
+from rsft.proposals.base import Proposal
 
 DEFAULT_CHUNK_SIZE = 65_536
 #: Chunk used when ``chunk_size=None``: on CPU throughput is flat from 2^14 to 2^18 candidates per
@@ -85,6 +86,29 @@ def default_chunk_size(device: torch.device | str) -> int:
     return DEVICE_CHUNK_SIZE.get(torch.device(device).type, DEFAULT_CHUNK_SIZE)
 
 
+@dataclass
+class SamplerSettings:
+    """The ``sampler`` config group (keys shared by every experiment)."""
+
+    num_accepted: int | None = 20_000
+    num_proposals: int | None = None
+    chunk_size: int | None = DEFAULT_CHUNK_SIZE  # None: the engine's default for the device
+    max_proposals: int = DEFAULT_MAX_PROPOSALS
+    allow_partial: bool = False
+    fail_fast: bool = True
+    save_accepted: bool = False
+    on_empty: str = "error"  # "error" or "skip": what to do when a round accepts nothing
+
+    def __post_init__(self) -> None:
+        if self.on_empty not in ("error", "skip"):
+            raise ValueError(f"sampler.on_empty must be 'error' or 'skip', got {self.on_empty!r}")
+        # Checked here, when the run starts, not at the first sampling round after pre-training.
+        for key in ("num_accepted", "num_proposals", "chunk_size", "max_proposals"):
+            value = getattr(self, key)
+            if value is not None or key == "max_proposals":
+                _positive_int(key, value, f"sampler.{key}")
+
+
 def rejection_sample(
     proposal: Proposal,
     acceptance: Acceptance,
@@ -119,10 +143,37 @@ def rejection_sample(
     else:
         num_proposals = _positive_int("num_proposals", num_proposals, "sampler.num_proposals")
         max_proposals = num_proposals
+    generator = _resolve_generator(generator, seed, device)
+    device = generator.device
+    if chunk_size is None:
+        chunk_size = default_chunk_size(device)
 
+    proposal = proposal.to(device)
+    acceptance = acceptance.to(device)
+    acceptance.start()
+    draws = _Draws(acceptance, device, target=num_accepted)
+    projected: float | None = None  # set when fail-fast stops the loop early
+    while not draws.done(max_proposals):
+        n = min(chunk_size, max_proposals - draws.drawn)
+        batch = proposal.sample(n, generator)
+        _check_batch(batch, n)
+        draws.keep(batch, _judge(acceptance, batch, generator, n))
+        if fail_fast:
+            projected = draws.projected_need(max_proposals)
+            if projected is not None:
+                break
+    stats = draws.figures()
+    if num_accepted is not None and draws.accepted < num_accepted:
+        _raise_or_warn(stats, num_accepted, max_proposals, allow_partial, projected)
+    return SamplingResult(draws.result(), stats)
+
+
+def _resolve_generator(
+    generator: torch.Generator | None, seed: int | None, device: torch.device | str | None
+) -> torch.Generator:
+    """The caller's generator (checked against ``device``), or a fresh one seeded with ``seed``."""
     if generator is None:
-        dev = torch.device(device) if device is not None else torch.device("cpu")
-        generator = torch.Generator(dev)
+        generator = torch.Generator(torch.device(device) if device is not None else torch.device("cpu"))
         if seed is None:
             generator.seed()
         else:
@@ -131,101 +182,113 @@ def rejection_sample(
         want, have = torch.device(device), generator.device
         if not (want.type == have.type and (want.index is None or have.index is None)):
             raise ValueError(f"device={want} but the generator lives on {have}: pass a generator on {want}")
-    device = generator.device
-    if chunk_size is None:
-        chunk_size = default_chunk_size(device)
+    return generator
 
-    proposal = proposal.to(device)
-    acceptance = acceptance.to(device)
-    acceptance.start()
 
-    if device.type == "cuda":
-        torch.cuda.synchronize(device)
-    start = time.perf_counter()
-    drawn = 0  # candidates drawn and judged
-    consumed = 0  # candidates up to and including the last one kept
-    accepted = 0
-    chunks = 0
-    out: Batch | None = None  # pre-allocated in num_accepted mode; grown by doubling in num_proposals mode
-    projected: float | None = None  # set when fail-fast stops the loop early
-    empty: Batch | None = None  # zero rows with the layout of the first chunk
+def _judge(acceptance: Acceptance, batch: Batch, generator: torch.Generator, n: int) -> torch.Tensor:
+    """The rule's verdict on one chunk, checked to be one bool per candidate."""
+    mask = acceptance.accept(batch, generator)
+    if mask.dtype != torch.bool or mask.shape != (n,):
+        raise ValueError(
+            f"{type(acceptance).__name__}.accept must return one bool per candidate (shape ({n},)), "
+            f"got {mask.dtype} of shape {tuple(mask.shape)}"
+        )
+    return mask
 
-    def figures() -> dict[str, float]:
+
+class _Draws:
+    """The accepted rows and the counts of one call, chunk by chunk.
+
+    With a ``target`` (``num_accepted`` mode) the output is allocated once at that size and the last
+    chunk is trimmed; without one (``num_proposals`` mode) every accepted row is kept in a buffer that
+    doubles when it fills.
+    """
+
+    def __init__(self, acceptance: Acceptance, device: torch.device, target: int | None):
+        self.acceptance = acceptance
+        self.device = device
+        self.target = target
+        self.drawn = 0  # candidates drawn and judged
+        self.consumed = 0  # candidates up to and including the last one kept
+        self.accepted = 0
+        self.chunks = 0
+        self.out: Batch | None = None
+        self.empty: Batch | None = None  # zero rows with the layout of the first chunk
         if device.type == "cuda":
             torch.cuda.synchronize(device)
-        seconds = time.perf_counter() - start
-        counted = consumed if (num_accepted is not None and accepted == num_accepted) else drawn
-        stats = {
-            "proposals": counted,
-            "proposals_drawn": drawn,
-            "accepted": accepted,
-            "acceptance_rate": accepted / counted if counted else float("nan"),
-            "chunks": chunks,
-            "seconds": seconds,
-            "proposals_per_s": drawn / seconds if seconds > 0 else float("nan"),
-            "accepted_per_s": accepted / seconds if seconds > 0 else float("nan"),
-        }
-        stats.update(acceptance.stats())
-        return stats
+        self.start = time.perf_counter()
 
-    target = num_accepted if num_accepted is not None else None
-    while True:
-        if target is not None and accepted >= target:
-            break
-        if drawn >= max_proposals:
-            break
-        n = min(chunk_size, max_proposals - drawn)
-        batch = proposal.sample(n, generator)
-        _check_batch(batch, n)
-        mask = acceptance.accept(batch, generator)
-        if mask.dtype != torch.bool or mask.shape != (n,):
-            raise ValueError(
-                f"{type(acceptance).__name__}.accept must return one bool per candidate (shape ({n},)), "
-                f"got {mask.dtype} of shape {tuple(mask.shape)}"
-            )
-        chunks += 1
-        if empty is None:  # the batch layout, for an empty result (no extra draw from the proposal)
-            empty = {k: v[:0].clone() for k, v in batch.items()}
+    def done(self, max_proposals: int) -> bool:
+        return (self.target is not None and self.accepted >= self.target) or self.drawn >= max_proposals
+
+    def keep(self, batch: Batch, mask: torch.Tensor) -> None:
+        n = mask.shape[0]
+        self.chunks += 1
+        if self.empty is None:  # the batch layout, for an empty result (no extra draw from the proposal)
+            self.empty = {k: v[:0].clone() for k, v in batch.items()}
         index = mask.nonzero().squeeze(1)
         kept = int(index.numel())  # the one host-device synchronisation per chunk
-        if target is not None:
-            take = min(kept, target - accepted)
+        if self.target is not None:
+            take = min(kept, self.target - self.accepted)
             if take > 0:
                 index = index[:take]
-                if out is None:
-                    out = {k: torch.empty((target, *v.shape[1:]), dtype=v.dtype, device=v.device) for k, v in batch.items()}
-                for key, value in batch.items():
-                    # index_select straight into the output: no temporary, several times faster
-                    # than value[index] for rows of more than one element on CPU.
-                    torch.index_select(value, 0, index, out=out[key][accepted : accepted + take])
-                consumed = drawn + int(index[-1]) + 1
-            accepted += take
+                if self.out is None:
+                    self.out = {
+                        k: torch.empty((self.target, *v.shape[1:]), dtype=v.dtype, device=v.device) for k, v in batch.items()
+                    }
+                self._copy(batch, index)
+                self.consumed = self.drawn + int(index[-1]) + 1
+            self.accepted += take
         else:
             if kept:
-                out = _room_for(out, batch, accepted + kept)
-                for key, value in batch.items():
-                    torch.index_select(value, 0, index, out=out[key][accepted : accepted + kept])
-            accepted += kept
-            consumed = drawn + n
-        drawn += n
-        if target is not None and fail_fast and accepted < target:
-            rate_upper = poisson_upper_bound(accepted) / drawn
-            needed = (target - accepted) / min(rate_upper, 1.0)
-            if drawn + needed > max_proposals:
-                projected = drawn + needed
-                break
+                self.out = _room_for(self.out, batch, self.accepted + kept)
+                self._copy(batch, index)
+            self.accepted += kept
+            self.consumed = self.drawn + n
+        self.drawn += n
 
-    stats = figures()
-    if target is not None:
-        if accepted < target:
-            _raise_or_warn(stats, target, max_proposals, allow_partial, projected)
-        if out is None:  # nothing accepted (partial); at least one chunk was drawn, so empty is set
-            out = empty
-        elif accepted < target:
-            out = {k: v[:accepted] for k, v in out.items()}
-        return SamplingResult(out, stats)
-    result = empty if out is None else {k: v[:accepted] for k, v in out.items()}
-    return SamplingResult(result, stats)
+    def _copy(self, batch: Batch, index: torch.Tensor) -> None:
+        rows = slice(self.accepted, self.accepted + int(index.numel()))
+        for key, value in batch.items():
+            # index_select straight into the output: no temporary, several times faster than
+            # value[index] for rows of more than one element on CPU.
+            torch.index_select(value, 0, index, out=self.out[key][rows])  # type: ignore[index]
+
+    def projected_need(self, max_proposals: int) -> float | None:
+        """Fail-fast: the proposals that reaching the target needs at the z = 5 upper bound of the rate
+        observed so far, when that is beyond the budget (None while the budget still looks enough)."""
+        if self.target is None or self.accepted >= self.target:
+            return None
+        rate_upper = poisson_upper_bound(self.accepted) / self.drawn
+        needed = (self.target - self.accepted) / min(rate_upper, 1.0)
+        return self.drawn + needed if self.drawn + needed > max_proposals else None
+
+    def figures(self) -> dict[str, float]:
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
+        seconds = time.perf_counter() - self.start
+        counted = self.consumed if (self.target is not None and self.accepted == self.target) else self.drawn
+        stats = {
+            "proposals": counted,
+            "proposals_drawn": self.drawn,
+            "accepted": self.accepted,
+            "acceptance_rate": self.accepted / counted if counted else float("nan"),
+            "chunks": self.chunks,
+            "seconds": seconds,
+            "proposals_per_s": self.drawn / seconds if seconds > 0 else float("nan"),
+            "accepted_per_s": self.accepted / seconds if seconds > 0 else float("nan"),
+        }
+        stats.update(self.acceptance.stats())
+        return stats
+
+    def result(self) -> Batch:
+        """The accepted rows; the first chunk's layout with zero rows when nothing was accepted."""
+        if self.out is None:  # at least one chunk was drawn, so empty is set
+            return self.empty  # type: ignore[return-value]
+        capacity = next(iter(self.out.values())).shape[0]
+        if self.accepted == capacity:
+            return self.out
+        return {k: v[: self.accepted] for k, v in self.out.items()}
 
 
 def _room_for(out: Batch | None, batch: Batch, rows: int) -> Batch:

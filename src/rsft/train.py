@@ -28,16 +28,65 @@ from hydra.errors import InstantiationException
 from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
-from rsft.callbacks import EpochRecorder, SamplingStatsLogger, scalar_metrics
-from rsft.config import conf_dir, register_resolvers
 from rsft.data import RejectionSamplingDataModule
-from rsft.proposals import DistributionProposal, Proposal
-from rsft.sweep import check_process_launch, finish_record, finished_metrics, flat_config, start_record
-from rsft.wandb_logging import finish_wandb
+from rsft.run.callbacks import EpochRecorder, SamplingStatsLogger, scalar_metrics
+from rsft.run.config import conf_dir, register_resolvers
+from rsft.run.records import (
+    check_process_launch,
+    check_writable,
+    finish_record,
+    finished_metrics,
+    flat_config,
+    resolve_checkpoint,
+    start_record,
+    write_json,
+)
+from rsft.run.wandb import finish_wandb
 
 log = logging.getLogger("rsft")
 
 REQUIRED_TOP_LEVEL = ("seed", "proposal", "acceptance", "model", "task", "sampler", "trainer", "paths")
+
+
+def train(cfg: DictConfig) -> float | None:
+    """Run one experiment; return ``metrics[cfg.objective]`` (for sweepers) or None."""
+    started = time.perf_counter()
+    run_dir = Path(cfg.paths.output_dir)
+    done = _setup(cfg, run_dir)
+    if done is not None:  # a relaunched sweep: this job already finished with this config
+        return _objective(cfg, done)
+    record = start_record(run_dir, str(cfg.get("name", ""))) if rank_zero_only.rank == 0 else None
+
+    task = hydra.utils.instantiate(cfg.task, _convert_="all")
+    proposal = hydra.utils.instantiate(cfg.proposal, _convert_="all")
+    acceptance = hydra.utils.instantiate(cfg.acceptance, _convert_="all")
+    model = hydra.utils.instantiate(cfg.model.net, _convert_="all")
+    datamodule = RejectionSamplingDataModule(
+        proposal, acceptance, task, sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
+        batch_size=cfg.model.batch_size, seed=cfg.seed, run_dir=run_dir,
+    )
+    ckpt_path = resolve_checkpoint(cfg.get("resume"), run_dir)
+    before_path = run_dir / "before.json"
+    if ckpt_path is None:
+        before_path.unlink(missing_ok=True)
+        _initial_weights(cfg, model, proposal, task, run_dir)
+    else:
+        log.info("resuming from %s", ckpt_path)
+
+    loggers = _instantiate_all(cfg.get("logger"))
+    for lg in loggers:
+        lg.log_hyperparams(flat_config(cfg))  # all of it, not a hand-picked subset
+    trainer = _make_trainer(cfg, run_dir, loggers)
+    if ckpt_path is None and cfg.get("eval_before", True):
+        results = trainer.validate(model, datamodule=datamodule, verbose=False)
+        if trainer.is_global_zero:
+            write_json(before_path, {f"before/{k}": v for r in results for k, v in scalar_metrics(r).items()})
+    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
+
+    metrics = _final_metrics(trainer, datamodule, before_path, started)
+    if trainer.is_global_zero:
+        _report(cfg, run_dir, metrics, task, datamodule, model, loggers, record)
+    return _objective(cfg, metrics)
 
 
 def check_config(cfg: DictConfig) -> None:
@@ -52,53 +101,48 @@ def check_config(cfg: DictConfig) -> None:
         raise FileNotFoundError(f"resume={resume!r}: no such checkpoint file; pass resume=auto or a .ckpt path")
 
 
-def resolve_checkpoint(resume: str | None, run_dir: Path) -> str | None:
-    """``resume=auto``: the run dir's last checkpoint if there is one; a path: that checkpoint."""
-    if resume is None:
-        return None
-    if resume == "auto":
-        last = run_dir / "checkpoints" / "last.ckpt"
-        return str(last) if last.is_file() else None
-    return str(resume)
+def _setup(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
+    """Check the config and the run dir, write the config, set threads and seeds. Returns the metrics of
+    a finished identical run when ``skip_finished`` applies (then nothing else is done)."""
+    check_config(cfg)
+    check_process_launch(cfg.trainer)
+    check_writable(run_dir)
+    if cfg.get("skip_finished", False):
+        done = finished_metrics(run_dir, cfg)
+        if done is not None:
+            log.info("skip_finished=true: %s already holds the metrics of this config; not re-running", run_dir)
+            return done
+    if rank_zero_only.rank == 0:  # the other ranks of a multi-process run re-enter train() too
+        (run_dir / "metrics.json").unlink(missing_ok=True)  # stale metrics must not outlive their config
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
+    threads = cfg.get("threads")
+    if threads is not None:
+        if not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0:
+            raise ValueError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
+        torch.set_num_threads(threads)
+    pl.seed_everything(cfg.seed, workers=True, verbose=False)
+    torch.use_deterministic_algorithms(bool(cfg.get("deterministic", False)), warn_only=True)
+    return None
 
 
-def pretraining_source(proposal: Proposal, model: Any = None) -> Proposal:
-    """What the model is pre-trained on: the proposal, or for an on-policy proposal its defensive part
-    (or what the proposal names itself, e.g. gold chains of thought for a language-model policy)."""
-    own = getattr(proposal, "pretraining_source", None)
-    if callable(own):
-        return own(model)
-    if proposal.on_policy:
-        defensive = getattr(proposal, "defensive", None)
-        if defensive is None:
-            raise ValueError(
-                "model.pretrain.steps > 0 with an on-policy proposal needs proposal.defensive to pre-train on; "
-                "set model.pretrain.steps=0 or give a defensive distribution"
-            )
-        return DistributionProposal(defensive)
-    return proposal
-
-
-def write_json(path: Path, data: dict[str, Any]) -> None:
-    """Write atomically: a crash leaves the old file or the new one, never half of one."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")
-    os.replace(tmp, path)
-
-
-def _check_writable(run_dir: Path) -> None:
-    """Fail before any work (and before touching earlier outputs) when the run dir cannot be written."""
-    probe = run_dir / f".rsft_write_probe.{os.getpid()}"
-    try:
-        run_dir.mkdir(parents=True, exist_ok=True)
-        probe.write_text("")
-        probe.unlink()
-    except OSError as err:
-        raise OSError(
-            f"paths.output_dir={str(run_dir)!r} is not writable ({err.strerror or err}); "
-            "choose another paths.output_dir (and hydra.run.dir) or free space there"
-        ) from err
+def _initial_weights(cfg: DictConfig, model: Any, proposal: Any, task: Any, run_dir: Path) -> None:
+    """A fresh run starts from ``model.init_checkpoint``, or pre-trains on the proposal's pre-training source."""
+    if cfg.model.get("init_checkpoint"):
+        model.load_initial_weights(cfg.model.init_checkpoint)
+        return
+    if cfg.model.pretrain.steps <= 0:
+        return
+    source = proposal.pretraining_source(model)
+    generator = torch.Generator().manual_seed(cfg.seed + 7919)
+    schedule = {key: cfg.model.pretrain[key] for key in ("lr", "lr_schedule") if cfg.model.pretrain.get(key) is not None}
+    losses = model.pretrain(
+        lambda n, g: task.annotate(source.sample(n, g)), cfg.model.pretrain.steps, cfg.model.pretrain.batch_size,
+        generator, **schedule,
+    )
+    log.info("pre-trained %d steps on the proposal: loss %.4f -> %.4f", len(losses), losses[0], losses[-1])
+    if cfg.model.get("save_pretrained", False):  # so other runs can start here (model.init_checkpoint)
+        (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
+        torch.save(model.state_dict(), run_dir / "checkpoints" / "pretrained.pt")
 
 
 def _instantiate_all(group: DictConfig | None) -> list[Any]:
@@ -107,72 +151,7 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def train(cfg: DictConfig) -> float | None:
-    """Run one experiment; return ``metrics[cfg.objective]`` (for sweepers) or None."""
-    check_config(cfg)
-    check_process_launch(cfg.trainer)
-    started = time.perf_counter()
-    run_dir = Path(cfg.paths.output_dir)
-    _check_writable(run_dir)
-    if cfg.get("skip_finished", False):
-        done = finished_metrics(run_dir, cfg)
-        if done is not None:  # a relaunched sweep: this job already finished with this config
-            log.info("skip_finished=true: %s already holds the metrics of this config; not re-running", run_dir)
-            return _objective(cfg, done)
-    record = None
-    if rank_zero_only.rank == 0:  # the other ranks of a multi-process run re-enter train() too
-        (run_dir / "metrics.json").unlink(missing_ok=True)  # stale metrics must not outlive their config
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
-        record = start_record(run_dir, str(cfg.get("name", "")))
-    threads = cfg.get("threads")
-    if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0:
-            raise ValueError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
-        torch.set_num_threads(threads)
-    pl.seed_everything(cfg.seed, workers=True, verbose=False)
-    torch.use_deterministic_algorithms(bool(cfg.get("deterministic", False)), warn_only=True)
-
-    task = hydra.utils.instantiate(cfg.task, _convert_="all")
-    proposal = hydra.utils.instantiate(cfg.proposal, _convert_="all")
-    acceptance = hydra.utils.instantiate(cfg.acceptance, _convert_="all")
-    model = hydra.utils.instantiate(cfg.model.net, _convert_="all")
-    datamodule = RejectionSamplingDataModule(
-        proposal,
-        acceptance,
-        task,
-        sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
-        batch_size=cfg.model.batch_size,
-        seed=cfg.seed,
-        run_dir=run_dir,
-    )
-
-    ckpt_path = resolve_checkpoint(cfg.get("resume"), run_dir)
-    before_path = run_dir / "before.json"
-    if ckpt_path is None:
-        before_path.unlink(missing_ok=True)
-        if cfg.model.get("init_checkpoint"):
-            model.load_initial_weights(cfg.model.init_checkpoint)
-        elif cfg.model.pretrain.steps > 0:
-            source = pretraining_source(proposal, model)
-            generator = torch.Generator().manual_seed(cfg.seed + 7919)
-            schedule = {
-                key: cfg.model.pretrain[key] for key in ("lr", "lr_schedule") if cfg.model.pretrain.get(key) is not None
-            }
-            losses = model.pretrain(
-                lambda n, g: task.annotate(source.sample(n, g)), cfg.model.pretrain.steps, cfg.model.pretrain.batch_size,
-                generator, **schedule,
-            )
-            log.info("pre-trained %d steps on the proposal: loss %.4f -> %.4f", len(losses), losses[0], losses[-1])
-            if cfg.model.get("save_pretrained", False):  # so other runs can start here (model.init_checkpoint)
-                (run_dir / "checkpoints").mkdir(parents=True, exist_ok=True)
-                torch.save(model.state_dict(), run_dir / "checkpoints" / "pretrained.pt")
-    else:
-        log.info("resuming from %s", ckpt_path)
-
-    loggers = _instantiate_all(cfg.get("logger"))
-    hyperparameters = flat_config(cfg)  # all of it, not a hand-picked subset
-    for lg in loggers:
-        lg.log_hyperparams(hyperparameters)
+def _make_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> pl.Trainer:
     callbacks = _instantiate_all(cfg.get("callbacks"))
     callbacks += [
         SamplingStatsLogger(),
@@ -181,7 +160,7 @@ def train(cfg: DictConfig) -> float | None:
         # epochs where it saved a checkpoint, so save_top_k=0 would leave a killed run nothing to resume.
         pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1, every_n_epochs=1),
     ]
-    trainer: pl.Trainer = hydra.utils.instantiate(
+    return hydra.utils.instantiate(
         cfg.trainer,
         callbacks=callbacks,
         logger=loggers or False,
@@ -191,13 +170,10 @@ def train(cfg: DictConfig) -> float | None:
         use_distributed_sampler=False,  # each rank samples its own share
     )
 
-    if ckpt_path is None and cfg.get("eval_before", True):
-        results = trainer.validate(model, datamodule=datamodule, verbose=False)
-        before = {f"before/{k}": v for r in results for k, v in scalar_metrics(r).items()}
-        if trainer.is_global_zero:
-            write_json(before_path, before)
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
 
+def _final_metrics(
+    trainer: pl.Trainer, datamodule: RejectionSamplingDataModule, before_path: Path, started: float
+) -> dict[str, float]:
     metrics: dict[str, float] = {}
     if before_path.is_file():
         metrics.update(json.loads(before_path.read_text()))
@@ -206,19 +182,25 @@ def train(cfg: DictConfig) -> float | None:
         metrics[f"sampling/{key}"] = value
     metrics["epochs"] = float(trainer.current_epoch)
     metrics["wall_seconds"] = time.perf_counter() - started
-    if trainer.is_global_zero:
-        write_json(run_dir / "metrics.json", metrics)
-        if cfg.get("plot", True):
-            plot = task.plot(run_dir / "plots" / "run.png", datamodule.last_accepted, model)
-            if plot is not None:
-                for lg in loggers:
-                    if hasattr(lg, "log_image"):
-                        lg.log_image(key="run_plot", images=[str(plot)])
-        finish_wandb(loggers, metrics)
-        if record is not None:
-            finish_record(run_dir, record)
-        _print_summary(metrics, run_dir)
-    return _objective(cfg, metrics)
+    return metrics
+
+
+def _report(
+    cfg: DictConfig, run_dir: Path, metrics: dict[str, float], task: Any, datamodule: RejectionSamplingDataModule,
+    model: Any, loggers: list[Any], record: dict[str, Any] | None,
+) -> None:
+    """Rank 0 only: metrics.json, the plot, the W&B summary, the run record, the console summary."""
+    write_json(run_dir / "metrics.json", metrics)
+    if cfg.get("plot", True):
+        plot = task.plot(run_dir / "plots" / "run.png", datamodule.last_accepted, model)
+        if plot is not None:
+            for lg in loggers:
+                if hasattr(lg, "log_image"):
+                    lg.log_image(key="run_plot", images=[str(plot)])
+    finish_wandb(loggers, metrics)
+    if record is not None:
+        finish_record(run_dir, record)
+    _print_summary(metrics, run_dir)
 
 
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:

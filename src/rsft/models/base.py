@@ -9,8 +9,7 @@ from pathlib import Path
 import pytorch_lightning as pl
 import torch
 
-from rsft.data import is_skipped_round
-from rsft.proposals import Batch
+from rsft.batch import Batch, is_skipped_round
 
 
 class FineTunedModel(pl.LightningModule):

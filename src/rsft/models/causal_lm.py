@@ -1,7 +1,7 @@
 """What every causal language model in rsft shares: packing text into training rows, batched
 sampling with a KV cache, the completion-only loss, round restarts, and verifier-based evaluation.
 
-A subclass gives a tokenizer (``encode``/``decode``/``pad_id``/``eos_id``, see :mod:`rsft.tokenizer`)
+A subclass gives a tokenizer (``encode``/``decode``/``pad_id``/``eos_id``, see :mod:`rsft.models.tokenizer`)
 and :meth:`CausalLM.step_logits`; everything else is here, so ``tiny_gpt`` and ``hf_causal_lm`` run
 through the same proposal, acceptance and evaluation code.
 
@@ -19,8 +19,8 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
+from rsft.batch import Batch
 from rsft.models.base import FineTunedModel
-from rsft.proposals import Batch
 
 
 class ContextWindowError(ValueError):

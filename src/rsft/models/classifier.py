@@ -6,8 +6,8 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
+from rsft.batch import Batch
 from rsft.models.base import FineTunedModel
-from rsft.proposals import Batch
 
 
 class MLPClassifier(FineTunedModel):

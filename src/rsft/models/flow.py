@@ -12,10 +12,10 @@ import torch
 import zuko
 from torchmetrics import MeanMetric
 
+from rsft.batch import Batch
 from rsft.distributions import seeded_global_rng
-from rsft.metrics import EnergyDistance
+from rsft.metrics.distribution import EnergyDistance
 from rsft.models.base import FineTunedModel
-from rsft.proposals import Batch
 
 FLOWS = {"nsf": zuko.flows.NSF, "maf": zuko.flows.MAF, "realnvp": zuko.flows.RealNVP}
 

@@ -24,10 +24,9 @@ import torch
 from torch import nn
 from torch.nn.functional import binary_cross_entropy_with_logits as bce_logits
 
-from rsft.data import is_skipped_round
-from rsft.metrics import EnergyDistance
+from rsft.batch import Batch, is_skipped_round
+from rsft.metrics.distribution import EnergyDistance
 from rsft.models.base import FineTunedModel
-from rsft.proposals import Batch
 
 
 def mlp(sizes: Sequence[int]) -> nn.Sequential:

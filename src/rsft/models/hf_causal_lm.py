@@ -16,7 +16,7 @@ from typing import Any
 import torch
 
 from rsft.models.causal_lm import CausalLM
-from rsft.tokenizer import DEFAULT_ALPHABET, CharTokenizer
+from rsft.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
 
 
 def _require(module: str) -> Any:
@@ -117,9 +117,6 @@ class HFCausalLM(CausalLM):
                 "holding a saved transformers model/tokenizer — rsft never downloads weights"
             )
         return str(path)
-
-    def trainable_parameters(self) -> int:
-        return sum(p.numel() for p in self.parameters() if p.requires_grad)
 
     def configure_optimizers(self):
         params = [p for p in self.parameters() if p.requires_grad]

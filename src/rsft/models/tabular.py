@@ -3,7 +3,7 @@
 Both output one logit for the favourable label. Evaluation follows AIF360's demo: the decision
 threshold is the one (of 0.01 … 0.99) with the best balanced accuracy on the split named
 ``threshold_split``; every evaluation split is then scored at that threshold with the metrics of
-:mod:`rsft.fairness_metrics`, logged as ``<split>/<metric>`` (plus ``<split>/threshold``).
+:mod:`rsft.metrics.fairness`, logged as ``<split>/<metric>`` (plus ``<split>/threshold``).
 During fine-tuning the statistical parity difference of the labels of the epoch's accepted set is
 logged as ``train/accepted_spd`` (when the batches carry the sensitive attribute ``s``).
 """
@@ -13,9 +13,9 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from rsft.fairness_metrics import best_threshold, classification_report
+from rsft.batch import Batch
+from rsft.metrics.fairness import best_threshold, classification_report
 from rsft.models.base import FineTunedModel
-from rsft.proposals import Batch
 
 
 class BinaryTabularClassifier(FineTunedModel):

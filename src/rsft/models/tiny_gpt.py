@@ -14,7 +14,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rsft.models.causal_lm import CausalLM, ContextWindowError
-from rsft.tokenizer import DEFAULT_ALPHABET, CharTokenizer
+from rsft.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
 
 KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 

@@ -21,17 +21,15 @@ import random
 import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Any
 
 import torch
 
-from rsft.proposals import Batch
+from rsft.batch import Batch
 from rsft.tasks.base import Task
 
 OPERATORS = "+-*"
 POOLS = ("sft", "answer_only", "test")
 #: Names accepted wherever a set of training problems is chosen (proposal.pool).
-TRAIN_POOLS = ("sft", "answer_only", "both")
 EQUATION = re.compile(r"^(-?\d+)([+\-*])(-?\d+)=(-?\d+)$")
 INT64_MAX = 2**63 - 1
 
@@ -283,10 +281,6 @@ class ArithmeticTask(Task):
             out.append(gold)
         return out
 
-    def num_paths(self, ids: torch.Tensor | Sequence[int]) -> torch.Tensor:
-        """Distinct valid reasoning paths of each problem (an upper bound for dedup)."""
-        return torch.tensor([count_paths(p.operands, p.operators) for p in (self._problem(int(i)) for i in ids)])
-
     # -- verification --------------------------------------------------------------------
     def score(self, prompt_ids: torch.Tensor, completions: Sequence[str]) -> Batch:
         """Verify each completion against its problem; one row of figures per completion.
@@ -340,6 +334,3 @@ class ArithmeticTask(Task):
             name: {"prompt_id": ids.to(device), "split": torch.full_like(ids, self.split_names.index(name)).to(device)}
             for name, ids in sets.items()
         }
-
-    def describe(self) -> dict[str, Any]:
-        return {name: int(ids.numel()) for name, ids in self.pools.items()}

@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from rsft.proposals import Batch
+from rsft.batch import Batch
 
 
 class Task:

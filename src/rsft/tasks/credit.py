@@ -13,9 +13,9 @@ from typing import Any
 
 import torch
 
-from rsft.datasets.credit_data import CreditSplit
-from rsft.proposals import Batch
+from rsft.batch import Batch
 from rsft.tasks.base import Task
+from rsft.tasks.credit_data import CreditSplit
 
 
 class CreditTask(Task):
@@ -23,7 +23,7 @@ class CreditTask(Task):
 
     def __init__(self, data: CreditSplit, num_features: dict[str, int] | None = None):
         if not isinstance(data, CreditSplit):
-            raise TypeError(f"task.data must build a CreditSplit (rsft.datasets.load_credit_split), got {type(data).__name__}")
+            raise TypeError(f"task.data must build a CreditSplit (rsft.tasks.credit_data.load_credit_split), got {type(data).__name__}")
         declared = (num_features or {}).get(data.dataset)
         if declared is not None and declared != data.input_dim:
             # the model's input size is read from task.num_features: it must match the data

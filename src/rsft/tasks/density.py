@@ -7,7 +7,7 @@ from typing import Any
 
 import torch
 
-from rsft.proposals import Batch
+from rsft.batch import Batch
 from rsft.targets import make_target
 from rsft.tasks.base import Task
 
@@ -40,7 +40,7 @@ class DensityTask(Task):
         return {"exact": {"x": target.sample(self.num_eval, generator)}}
 
     def plot(self, path: Path, accepted: Batch | None, model: Any) -> Path | None:
-        from rsft.plotting import plot_density_run
+        from rsft.tasks.plotting import plot_density_run
 
         dim = getattr(self.target, "dim", None)
         if dim != 2 and (accepted is None or accepted["x"].shape[1] < 2):

@@ -14,8 +14,9 @@ from typing import Any
 
 import torch
 
-from rsft.acceptance import Ball, Region
-from rsft.proposals import Batch, DistributionProposal, isotropic_normal
+from rsft.acceptance.density import Ball, Region
+from rsft.batch import Batch
+from rsft.proposals.distribution import DistributionProposal, isotropic_normal
 from rsft.sampling import rejection_sample
 from rsft.tasks.base import Task
 
@@ -85,6 +86,6 @@ class SectorTask(Task):
         }
 
     def plot(self, path: Path, accepted: Batch | None, model: Any) -> Path | None:
-        from rsft.plotting import plot_sectors_run
+        from rsft.tasks.plotting import plot_sectors_run
 
         return plot_sectors_run(path, self, accepted, model)

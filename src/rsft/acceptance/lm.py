@@ -6,15 +6,15 @@ the k samples of one prompt, which the proposal keeps inside one chunk: ``BestOf
 reward), ``ZeroVarianceFilter`` (drop groups whose rewards are all equal: all right or all wrong).
 Round rules keep state from ``start()`` across the chunks of one sampling round: ``MaxPerPrompt``
 (at most m kept per prompt, ReST-EM) and ``Dedup`` (one sample per distinct reasoning path per
-prompt, RFT). Compose them with :class:`rsft.acceptance.AllOf` (``acceptance=all_of``).
+prompt, RFT). Compose them with :class:`rsft.acceptance.base.AllOf` (``acceptance=all_of``).
 """
 
 from __future__ import annotations
 
 import torch
 
-from rsft.acceptance import Acceptance, ProbabilisticAcceptance
-from rsft.proposals import Batch
+from rsft.acceptance.base import Acceptance, ProbabilisticAcceptance
+from rsft.batch import Batch
 
 
 def _field(batch: Batch, key: str, rule: str) -> torch.Tensor:

@@ -21,8 +21,8 @@ from typing import Any
 
 import torch
 
-from rsft.acceptance import ProbabilisticAcceptance, check_finite
-from rsft.proposals import Batch
+from rsft.acceptance.base import ProbabilisticAcceptance, check_finite
+from rsft.batch import Batch, require_methods
 
 
 def drs_log_accept(logit: torch.Tensor, max_logit: float, epsilon: float, gamma_percentile: float) -> tuple[torch.Tensor, float]:
@@ -48,11 +48,7 @@ class DiscriminatorRejection(ProbabilisticAcceptance):
         self.start()
 
     def bind(self, model: Any) -> None:
-        if not hasattr(model, "discriminator_logit"):
-            raise TypeError(
-                f"acceptance=drs needs a model with a discriminator (discriminator_logit(x)); "
-                f"{type(model).__name__} has none: use model=gan"
-            )
+        require_methods(model, ("discriminator_logit",), who="acceptance=drs", fix="use model=gan (it has a discriminator)")
         self.model = model
 
     def start(self) -> None:

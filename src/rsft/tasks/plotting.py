@@ -11,7 +11,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import torch  # noqa: E402
 
-from rsft.proposals import Batch  # noqa: E402
+from rsft.batch import Batch  # noqa: E402
 
 MAX_POINTS = 5000
 

@@ -26,7 +26,7 @@ from typing import Any
 
 import yaml
 
-from rsft.config import REPO_ROOT
+from rsft.run.config import REPO_ROOT
 
 TOLERANCE_RULES = ("spread", "absolute", "relative")
 

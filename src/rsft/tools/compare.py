@@ -27,7 +27,7 @@ from typing import Any
 
 from omegaconf import OmegaConf
 
-from rsft.sweep import RUN_RECORD, flat_config
+from rsft.run.records import RUN_RECORD, flat_config
 
 #: Config keys that differ between runs without saying anything about the experiment.
 NOT_SETTINGS = ("paths.", "hydra.", "resume", "skip_finished")

@@ -21,9 +21,8 @@ from typing import Any
 
 import torch
 
-from rsft.acceptance import Acceptance, ProbabilisticAcceptance
-from rsft.dataset_proposal import training_rows
-from rsft.proposals import Batch
+from rsft.acceptance.base import Acceptance, ProbabilisticAcceptance
+from rsft.batch import Batch, require_methods, training_rows
 
 
 class EmptyCellError(ValueError):
@@ -170,11 +169,10 @@ class PreferentialSampling(ProbabilisticAcceptance):
         self.copies: torch.Tensor | None = None
 
     def bind(self, model: Any) -> None:
-        if not hasattr(model, "predict_proba"):
-            raise TypeError(
-                f"acceptance=preferential_sampling ranks rows by the model's scores, but {type(model).__name__} has no "
-                "predict_proba(x); use a credit classifier (model=logistic or model=mlp_tabular)"
-            )
+        require_methods(
+            model, ("predict_proba",), who="acceptance=preferential_sampling (it ranks rows by the model's scores)",
+            fix="use a tabular classifier (model=logistic or model=mlp_tabular)",
+        )
         self.model = model
 
     def to(self, device: torch.device | str) -> PreferentialSampling:

@@ -1,4 +1,5 @@
-"""What a run records about itself and the sweep it belongs to, and finding runs that already finished.
+"""What a run records about itself: its run dir (writable, atomic JSON files), ``run.json`` (which sweep it
+belongs to), the checkpoint to resume from, and whether it already finished.
 
 Every run writes ``<run dir>/run.json`` when it starts and updates it when it ends:
 
@@ -75,29 +76,50 @@ def _now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
+def write_json(path: Path, data: dict[str, Any]) -> None:
+    """Write atomically: a crash leaves the old file or the new one, never half of one."""
+    path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_text(json.dumps(data, indent=2, sort_keys=True) + "\n")
+    tmp.write_text(json.dumps(data, indent=2, sort_keys=True, allow_nan=True) + "\n")
     os.replace(tmp, path)
+
+
+def resolve_checkpoint(resume: str | None, run_dir: Path) -> str | None:
+    """``resume=auto``: the run dir's last checkpoint if there is one; a path: that checkpoint."""
+    if resume is None:
+        return None
+    if resume == "auto":
+        last = run_dir / "checkpoints" / "last.ckpt"
+        return str(last) if last.is_file() else None
+    return str(resume)
+
+
+def check_writable(run_dir: Path) -> None:
+    """Fail before any work (and before touching earlier outputs) when the run dir cannot be written."""
+    probe = run_dir / f".rsft_write_probe.{os.getpid()}"
+    try:
+        run_dir.mkdir(parents=True, exist_ok=True)
+        probe.write_text("")
+        probe.unlink()
+    except OSError as err:
+        raise OSError(
+            f"paths.output_dir={str(run_dir)!r} is not writable ({err.strerror or err}); "
+            "choose another paths.output_dir (and hydra.run.dir) or free space there"
+        ) from err
 
 
 def start_record(run_dir: Path, name: str) -> dict[str, Any]:
     """Write ``run.json`` with status ``running``; returns the record."""
     record = {"name": name, "run_dir": str(Path(run_dir).resolve()), **hydra_job_info()}
     record.update(status="running", started=_now(), finished=None)
-    _write(Path(run_dir) / RUN_RECORD, record)
+    write_json(Path(run_dir) / RUN_RECORD, record)
     return record
 
 
 def finish_record(run_dir: Path, record: dict[str, Any]) -> None:
     """Mark ``run.json`` as finished."""
     record = {**record, "status": "finished", "finished": _now()}
-    _write(Path(run_dir) / RUN_RECORD, record)
-
-
-def read_record(run_dir: Path) -> dict[str, Any] | None:
-    path = Path(run_dir) / RUN_RECORD
-    return json.loads(path.read_text()) if path.is_file() else None
+    write_json(Path(run_dir) / RUN_RECORD, record)
 
 
 def _result_config(cfg: DictConfig | dict[str, Any]) -> dict[str, Any]:

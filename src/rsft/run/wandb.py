@@ -25,7 +25,7 @@ from urllib.parse import urlparse
 from pytorch_lightning.loggers import Logger, WandbLogger
 from pytorch_lightning.utilities import rank_zero_only
 
-from rsft.sweep import hydra_job_info
+from rsft.run.records import hydra_job_info, resolve_checkpoint
 
 MODES = ("online", "offline", "disabled")
 RUN_ID_FILE = "rsft_run_id"
@@ -77,8 +77,6 @@ def override_tags(overrides: list[str], extra: list[str] | tuple[str, ...] = ())
 
 
 def _is_resuming(resume: str | None, run_dir: Path) -> bool:
-    from rsft.train import resolve_checkpoint  # train imports this module: import at call time
-
     return resolve_checkpoint(resume, run_dir) is not None
 
 

@@ -12,18 +12,8 @@ from typing import Any
 
 import torch
 
-from rsft.proposals import Batch, Proposal
-
-
-def training_rows(data: Any) -> Batch:
-    """The training rows of ``data``: a dict of tensors, or an object with a ``train`` dict (a split)."""
-    rows = getattr(data, "train", data)
-    if not isinstance(rows, dict) or not rows or not all(torch.is_tensor(v) for v in rows.values()):
-        raise TypeError(f"proposal=dataset needs a dict of tensors (or a split with .train), got {type(data).__name__}")
-    sizes = {k: v.shape[0] for k, v in rows.items()}
-    if len(set(sizes.values())) != 1 or 0 in sizes.values():
-        raise ValueError(f"proposal=dataset needs non-empty fields of one length, got sizes {sizes}")
-    return rows
+from rsft.batch import Batch, training_rows
+from rsft.proposals.base import Proposal
 
 
 class DatasetProposal(Proposal):

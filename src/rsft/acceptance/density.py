@@ -1,111 +1,21 @@
-"""Acceptance rules: which candidates of a batch stay.
-
-Every rule implements ``accept(batch, generator) -> BoolTensor`` (one flag per row) and may report
-rule-specific figures through ``stats()``. Stochastic rules subclass :class:`ProbabilisticAcceptance`
-and only give a log acceptance probability in (−inf, 0]; the draw U ~ Uniform(0, 1] and the
-comparison ``log U < log_accept`` happen in one place.
-
-The engine calls ``start()`` before each sampling call (so per-call state such as an estimated
-envelope is fresh) and ``bind(model)`` when the rule needs the model being trained.
-"""
+"""``acceptance=density_ratio | region``: classic rejection sampling against a target density, and its
+indicator special case (accept iff the candidate lies in a region)."""
 
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from typing import Any
 
 import torch
 
+from rsft.acceptance.base import Acceptance, ProbabilisticAcceptance, check_finite, sum_may_hide_bad_values
+from rsft.batch import Batch
 from rsft.distributions import move_distribution
-from rsft.proposals import Batch
+from rsft.targets import make_target
 
 #: Relative safety margin on an estimated envelope (the sbi library's choice: M × 1.2).
 AUTO_ENVELOPE_MARGIN = 1.2
-
-
-class NonFiniteDensityError(ValueError):
-    """A log-density or log acceptance probability was NaN (or +inf)."""
-
-
-def check_finite(name: str, values: torch.Tensor, allow_neg_inf: bool = True) -> None:
-    """Raise :class:`NonFiniteDensityError` naming ``name`` if ``values`` holds NaN or +inf.
-
-    ``-inf`` is a legitimate log-density (zero density) unless ``allow_neg_inf`` is False.
-    """
-    if not _sum_may_hide_bad_values(float(values.sum()), allow_neg_inf):
-        return
-    bad = torch.isnan(values) | (values == math.inf)
-    if not allow_neg_inf:
-        bad |= values == -math.inf
-    if bool(bad.any()):
-        count = int(bad.sum())
-        first = int(bad.nonzero()[0, 0])
-        raise NonFiniteDensityError(
-            f"{name} is not finite for {count} of {values.numel()} candidates "
-            f"(first at row {first}: {values.flatten()[first].item()}); fix the {name.split(' ')[0]} "
-            "so it returns finite log-densities (−inf is allowed for zero density)"
-        )
-
-
-def _sum_may_hide_bad_values(total: float, allow_neg_inf: bool) -> bool:
-    """Whether the sum of some values leaves NaN / +inf (or any infinity) among them possible.
-
-    The sum is NaN or +inf whenever a NaN or +inf is present (and non-finite whenever any infinity
-    is), so a sum that says "fine" settles it with one reduction; anything else, including a
-    harmless overflow of large finite values, calls for the exact element-wise check.
-    """
-    return math.isnan(total) or total == math.inf or (not allow_neg_inf and total == -math.inf)
-
-
-class Acceptance:
-    """Base class for acceptance rules."""
-
-    def start(self) -> None:
-        """Reset per-call state; called by the engine at the start of every sampling call."""
-
-    def bind(self, model: Any) -> None:
-        """Give the rule the current model (rules that rank by the model's scores use it)."""
-
-    def to(self, device: torch.device | str) -> Acceptance:
-        return self
-
-    def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:  # pragma: no cover
-        raise NotImplementedError
-
-    def stats(self) -> dict[str, float]:
-        """Rule-specific figures for the last sampling call (flat name → number)."""
-        return {}
-
-
-class ProbabilisticAcceptance(Acceptance):
-    """A rule that accepts each candidate independently with probability exp(log_accept_prob)."""
-
-    #: True when ``log_accept_prob`` itself rules out NaN / +inf (from figures it reads anyway), so the
-    #: generic check below — one more reduction and host read per chunk — would be redundant.
-    checks_its_own_values = False
-
-    def log_accept_prob(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - interface
-        raise NotImplementedError
-
-    def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        log_a = self.log_accept_prob(batch)
-        if not self.checks_its_own_values:
-            check_finite(f"log acceptance probability of {type(self).__name__}", log_a)
-        # U ~ Uniform(0, 1] in float64 keeps resolution for tiny acceptance probabilities (down to
-        # 2^-53; a float32 uniform stops at 2^-24), and "accept iff U ≤ a" always accepts a = 1 and
-        # never accepts a = 0. On CPU this is ~3x cheaper than drawing log U as −Exponential(1).
-        u = torch.rand(log_a.shape, dtype=torch.float64, generator=generator, device=log_a.device)
-        return u.neg_().add_(1.0) <= log_a.exp()
-
-
-class AcceptAll(Acceptance):
-    """Keep every candidate (the baseline: plain sampling from the proposal)."""
-
-    def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        n = next(iter(batch.values())).shape[0]
-        device = next(iter(batch.values())).device
-        return torch.ones(n, dtype=torch.bool, device=device)
 
 
 class DensityRatio(ProbabilisticAcceptance):
@@ -122,8 +32,6 @@ class DensityRatio(ProbabilisticAcceptance):
 
     def __init__(self, target: Any, log_M: float | str = "auto", margin: float = AUTO_ENVELOPE_MARGIN):
         if isinstance(target, str):
-            from rsft.targets import make_target
-
             target = make_target(target)
         if not hasattr(target, "log_prob"):
             raise TypeError(
@@ -192,9 +100,9 @@ class DensityRatio(ProbabilisticAcceptance):
             # would otherwise be its own device round trip.
             figures = torch.stack([log_p.sum().double(), log_q.sum().double(), log_ratio.max().double()])
             p_total, q_total, chunk_max = figures.tolist()
-            if _sum_may_hide_bad_values(p_total, allow_neg_inf=True):
+            if sum_may_hide_bad_values(p_total, allow_neg_inf=True):
                 check_finite("target log_prob", log_p)
-            if _sum_may_hide_bad_values(q_total, allow_neg_inf=False):
+            if sum_may_hide_bad_values(q_total, allow_neg_inf=False):
                 check_finite("proposal log_q", log_q, allow_neg_inf=False)
         self.max_log_ratio = max(self.max_log_ratio, chunk_max)
         if self.log_M is None:  # first chunk of an auto call is the pilot
@@ -276,42 +184,3 @@ class Interval:
     def __call__(self, x: torch.Tensor) -> torch.Tensor:
         flat = x.reshape(x.shape[0], -1)
         return ((flat > self.low) & (flat < self.high)).all(dim=1)
-
-
-class AllOf(Acceptance):
-    """Accept a candidate only if every rule accepts it; rules are applied in order, each to the
-    survivors of the previous one (so selection rules such as best-of-n see only survivors)."""
-
-    def __init__(self, rules: Sequence[Acceptance]):
-        rules = list(rules.values()) if isinstance(rules, dict) else list(rules)
-        if not rules:
-            raise ValueError("acceptance=all_of needs at least one rule in acceptance.rules")
-        self.rules = rules
-
-    def start(self) -> None:
-        for rule in self.rules:
-            rule.start()
-
-    def bind(self, model: Any) -> None:
-        for rule in self.rules:
-            rule.bind(model)
-
-    def to(self, device: torch.device | str) -> AllOf:
-        return AllOf([rule.to(device) for rule in self.rules])
-
-    def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        n = next(iter(batch.values())).shape[0]
-        keep_idx = torch.arange(n, device=next(iter(batch.values())).device)
-        for rule in self.rules:
-            sub = {k: v[keep_idx] for k, v in batch.items()}
-            keep_idx = keep_idx[rule.accept(sub, generator)]
-        mask = torch.zeros(n, dtype=torch.bool, device=keep_idx.device)
-        mask[keep_idx] = True
-        return mask
-
-    def stats(self) -> dict[str, float]:
-        out: dict[str, float] = {}
-        for i, rule in enumerate(self.rules):
-            for key, value in rule.stats().items():
-                out[f"rule{i}_{key}"] = value
-        return out

@@ -22,7 +22,8 @@ from typing import Any
 
 import torch
 
-from rsft.proposals import Batch, Proposal
+from rsft.batch import Batch, require_methods
+from rsft.proposals.base import Proposal
 
 
 class GoldProposal(Proposal):
@@ -129,12 +130,10 @@ class PolicyProposal(Proposal):
     # -- binding and rounds ----------------------------------------------------------------
     def bind(self, model: Any) -> None:
         """Use ``model`` from now on; a new round starts (fresh prompt order and figures)."""
-        for needed in ("generate", "encode_prompts", "pack", "decode"):
-            if not hasattr(model, needed):
-                raise TypeError(
-                    f"proposal=policy needs a language model (model=tiny_gpt or model=hf_causal_lm); "
-                    f"{type(model).__name__} has no {needed}()"
-                )
+        require_methods(
+            model, ("generate", "encode_prompts", "pack", "decode"), who="proposal=policy",
+            fix="choose a language model (model=tiny_gpt or model=hf_causal_lm)",
+        )
         self.model = model
         if self.policy == "frozen" and self._snapshot is None:
             self._snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}

@@ -12,7 +12,8 @@ from typing import Any
 
 import torch
 
-from rsft.proposals import Batch, Proposal
+from rsft.batch import Batch, require_methods
+from rsft.proposals.base import Proposal
 
 
 class TargetSamples(Proposal):
@@ -42,11 +43,7 @@ class GeneratorProposal(Proposal):
         self.model = None
 
     def bind(self, model: Any) -> None:
-        if not hasattr(model, "generate"):
-            raise TypeError(
-                f"proposal=generator needs a model with generate(n, generator); {type(model).__name__} has none: "
-                "use model=gan"
-            )
+        require_methods(model, ("generate",), who="proposal=generator", fix="use model=gan")
         self.model = model
 
     def pretraining_source(self, model: Any = None) -> Proposal:

@@ -1,0 +1,47 @@
+"""The proposal interface: draws a batch of candidates, and the hooks the training loop calls.
+
+A proposal returns a batch (``rsft.batch.Batch``). A proposal that needs the model being trained
+(on-policy) implements ``bind(model)``; the data module calls it before every sampling round. The other
+hooks have defaults that suit a fixed proposal; the training loop calls each of them on every proposal.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+
+from rsft.batch import Batch
+
+
+class Proposal:
+    """Base class. Subclasses implement :meth:`sample`; every other method has a default."""
+
+    #: True when the proposal draws from the model being fine-tuned (its samples change as it trains).
+    on_policy: bool = False
+
+    def sample(self, n: int, generator: torch.Generator) -> Batch:  # pragma: no cover - interface
+        raise NotImplementedError
+
+    def to(self, device: torch.device | str) -> Proposal:
+        return self
+
+    def bind(self, model: Any) -> None:
+        """Give the proposal the current model (on-policy proposals use it; others ignore it)."""
+
+    @property
+    def event_shape(self) -> torch.Size | None:
+        """Shape of one candidate ``x``, when the proposal has one."""
+        return None
+
+    def pretraining_source(self, model: Any = None) -> Proposal:
+        """What ``model.pretrain`` trains on before the first round: by default the proposal itself."""
+        return self
+
+    def round_stats(self, accepted: Batch) -> dict[str, float]:
+        """Figures of the round just sampled, beyond the engine's (logged; quoted when a round accepts nothing)."""
+        return {}
+
+    def training_rows(self, accepted: Batch) -> Batch:
+        """The round's training set, built from its accepted rows: by default those rows themselves."""
+        return accepted
