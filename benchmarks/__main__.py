@@ -27,7 +27,12 @@ from benchmarks.cases import CASES
 SECTIONS = ["race", "chunks", "dims", "memory", "training"]
 #: Accepted samples per case. 10^7 only where it finishes in reasonable time on 2 cores: at 1 %
 #: acceptance 10^6 accepted already means 10^8 proposals per contender.
-FULL_COUNTS = {"beta": [10**5, 10**6, 10**7], "grid25": [10**5, 10**6], "normal10_t": [10**5, 10**6], "normal10_1pct": [10**5]}
+FULL_COUNTS = {
+    "beta": [10**5, 10**6, 10**7],
+    "grid25": [10**5, 10**6],
+    "normal10_t": [10**5, 10**6],
+    "normal10_1pct": [10**5],
+}
 EXPERIMENTS = ["density_grid25", "density_onpolicy", "credit_german"]
 
 
@@ -62,9 +67,13 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--cases", nargs="+", choices=sorted(CASES), default=list(CASES))
     parser.add_argument("--counts", nargs="+", type=int, help="accepted samples per case (overrides the defaults)")
     parser.add_argument("--contenders", nargs="+", choices=list(suite.CONTENDERS), default=list(suite.CONTENDERS))
-    parser.add_argument("--chunk-size", type=int, default=None, help="engine chunk for every contender (default: rsft's)")
+    parser.add_argument(
+        "--chunk-size", type=int, default=None, help="engine chunk for every contender (default: rsft's)"
+    )
     parser.add_argument("--repeats", type=int, default=None, help="interleaved repeats per contender; the best counts")
-    parser.add_argument("--pyro-max", type=int, default=100_000, help="largest n for Pyro (10x less below 5 %% acceptance)")
+    parser.add_argument(
+        "--pyro-max", type=int, default=100_000, help="largest n for Pyro (10x less below 5 %% acceptance)"
+    )
     parser.add_argument("--seed-loop-proposals", type=int, default=5_000, help="candidates the seed loop judges")
     parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
     parser.add_argument("--epochs", type=int, default=3, help="training section: epochs per experiment")
@@ -91,8 +100,10 @@ def run(args: argparse.Namespace) -> dict:
     contenders = [c for c in args.contenders if c != "pyro" or suite.pyro_available()]
     info = machine()
     results: dict = {"machine": info, "chunk_size": chunk, "repeats": repeats}
-    print(f"{info['date']}  {info['cpu']}  torch {info['torch']} ({info['torch_threads']} threads)  "
-          f"load {info['load_average']}  chunk {chunk:,}  best of {repeats}")
+    print(
+        f"{info['date']}  {info['cpu']}  torch {info['torch']} ({info['torch_threads']} threads)  "
+        f"load {info['load_average']}  chunk {chunk:,}  best of {repeats}"
+    )
     if "pyro" in args.contenders and "pyro" not in contenders:
         print("pyro-ppl is not installed (pip install -e .[bench]): the Pyro column is skipped")
     start = time.perf_counter()
@@ -105,7 +116,11 @@ def run(args: argparse.Namespace) -> dict:
         else:
             counts = FULL_COUNTS
         results["race"] = suite.run_suite(
-            args.cases, counts, chunk_size=chunk, repeats=repeats, contenders=contenders,
+            args.cases,
+            counts,
+            chunk_size=chunk,
+            repeats=repeats,
+            contenders=contenders,
             pyro_max=min(args.pyro_max, 2_000) if args.quick else args.pyro_max,
             seed_loop_proposals=200 if args.quick else args.seed_loop_proposals,
         )
@@ -118,8 +133,10 @@ def run(args: argparse.Namespace) -> dict:
         print("\nthroughput vs chunk size (rsft and the floor, proposals/s)")
         print(f"  {'case':<8} {'chunk':>9} {'rsft':>10} {'floor':>10} {'rsft/floor':>10}")
         for r in rows:
-            print(f"  {r['case']:<8} {r['chunk_size']:>9,} {r['rsft_proposals_per_s']:>10.3g} "
-                  f"{r['floor_proposals_per_s']:>10.3g} {r['rsft_over_floor']:>10.2f}")
+            print(
+                f"  {r['case']:<8} {r['chunk_size']:>9,} {r['rsft_proposals_per_s']:>10.3g} "
+                f"{r['floor_proposals_per_s']:>10.3g} {r['rsft_over_floor']:>10.2f}"
+            )
     if "dims" in args.sections:
         dims = [1, 10] if args.quick else [1, 2, 5, 10, 20, 50, 100]
         rows = suite.dim_scaling(dims, 500 if args.quick else 10**5, chunk, repeats)
@@ -127,29 +144,41 @@ def run(args: argparse.Namespace) -> dict:
         print("\nthroughput vs dimension: N(0, I_d) <- N(0, s^2 I_d), s = 10^(1/d) (10 % acceptance), proposals/s")
         print(f"  {'dim':>4} {'rsft':>10} {'numpy':>10} {'floor':>10} {'rsft/numpy':>10} {'rsft/floor':>10}")
         for r in rows:
-            print(f"  {r['dim']:>4} {r['rsft_proposals_per_s']:>10.3g} {r['numpy_proposals_per_s']:>10.3g} "
-                  f"{r['floor_proposals_per_s']:>10.3g} {r['rsft_over_numpy']:>10.2f} {r['rsft_over_floor']:>10.2f}")
+            print(
+                f"  {r['dim']:>4} {r['rsft_proposals_per_s']:>10.3g} {r['numpy_proposals_per_s']:>10.3g} "
+                f"{r['floor_proposals_per_s']:>10.3g} {r['rsft_over_numpy']:>10.2f} {r['rsft_over_floor']:>10.2f}"
+            )
     if "memory" in args.sections:
         total = args.memory_proposals or (10**6 if args.quick else 10**8)
         plan = [(total, 10**5)] if args.quick else [(total // 10, 10**6), (total, 10**6), (total, 10**5)]
         rows = [memory.measure_in_subprocess(p, c) for p, c in plan]
         results["memory"] = rows
         print("\npeak memory of one sampling call (fresh process each; 1-D candidates, output of a few hundred rows)")
-        print(f"  {'proposals':>12} {'chunk':>10} {'after warm-up MB':>17} {'peak MB':>8} {'growth MB':>10} {'seconds':>8}")
+        print(
+            f"  {'proposals':>12} {'chunk':>10} {'after warm-up MB':>17} "
+            f"{'peak MB':>8} {'growth MB':>10} {'seconds':>8}"
+        )
         for r in rows:
-            print(f"  {r['proposals']:>12,} {r['chunk_size']:>10,} {r['rss_after_warmup_mb']:>17.0f} "
-                  f"{r['peak_rss_mb']:>8.0f} {r['growth_mb']:>10.1f} {r['seconds']:>8.1f}")
+            print(
+                f"  {r['proposals']:>12,} {r['chunk_size']:>10,} {r['rss_after_warmup_mb']:>17.0f} "
+                f"{r['peak_rss_mb']:>8.0f} {r['growth_mb']:>10.1f} {r['seconds']:>8.1f}"
+            )
     if "training" in args.sections:
         extra = ["debug=fast"] if args.quick else []
         rows = []
         for experiment in EXPERIMENTS[:1] if args.quick else EXPERIMENTS:
             rows.append(training_overhead.measure_in_subprocess(experiment, 2 if args.quick else args.epochs, extra))
         results["training"] = rows
-        print("\ntraining overhead: share of epoch wall time spent rebuilding the accepted set (epochs after the first)")
+        print(
+            "\ntraining overhead: share of epoch wall time spent rebuilding the accepted set (epochs after the first)"
+        )
         print(f"  {'experiment':<18} {'epoch s':>8} {'rebuild s':>9} {'share':>6} {'proposal':>9} {'acceptance':>10}")
         for r in rows:
-            print(f"  {r['experiment']:<18} {r['epoch_seconds']:>8.2f} {r['rebuild_seconds']:>9.3f} "
-                  f"{r['rebuild_share']:>6.1%} {r['proposal_share_of_sampling']:>9.0%} {r['acceptance_share_of_sampling']:>10.0%}")
+            print(
+                f"  {r['experiment']:<18} {r['epoch_seconds']:>8.2f} {r['rebuild_seconds']:>9.3f} "
+                f"{r['rebuild_share']:>6.1%} {r['proposal_share_of_sampling']:>9.0%} "
+                f"{r['acceptance_share_of_sampling']:>10.0%}"
+            )
         print("  (proposal / acceptance: their shares of the engine's sampling time)")
 
     results["wall_seconds"] = time.perf_counter() - start

@@ -70,7 +70,9 @@ def run_pyro(case: Case, n: int, chunk_size: int, seed: int) -> tuple[torch.Tens
         return case.target.log_prob(x) - case.proposal.log_prob(x) - case.log_M
 
     torch.manual_seed(seed)
-    rejector = Rejector(propose, log_prob_accept, -case.log_M, batch_shape=torch.Size(), event_shape=case.proposal.event_shape)
+    rejector = Rejector(
+        propose, log_prob_accept, -case.log_M, batch_shape=torch.Size(), event_shape=case.proposal.event_shape
+    )
     x = rejector.sample((n,))
     return x, drawn
 

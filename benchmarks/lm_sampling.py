@@ -19,7 +19,9 @@ from rsft.models.tiny_gpt import TinyGPT
 from rsft.tasks.arithmetic import ArithmeticTask
 
 
-def time_generate(model: TinyGPT, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, use_cache: bool, repeats: int) -> float:
+def time_generate(
+    model: TinyGPT, ids: torch.Tensor, mask: torch.Tensor, new_tokens: int, use_cache: bool, repeats: int
+) -> float:
     eos = model.tokenizer.eos_id
     model.tokenizer.eos_id = -1  # never stop early: both modes generate exactly new_tokens per row
     try:
@@ -29,7 +31,9 @@ def time_generate(model: TinyGPT, ids: torch.Tensor, mask: torch.Tensor, new_tok
             if ids.device.type == "cuda":
                 torch.cuda.synchronize()
             start = time.perf_counter()
-            model.generate(ids, mask, max_new_tokens=new_tokens, generator=generator, temperature=0.7, use_cache=use_cache)
+            model.generate(
+                ids, mask, max_new_tokens=new_tokens, generator=generator, temperature=0.7, use_cache=use_cache
+            )
             if ids.device.type == "cuda":
                 torch.cuda.synchronize()
             best = min(best, time.perf_counter() - start)
@@ -53,8 +57,10 @@ def main(argv: list[str] | None = None) -> None:
     model = TinyGPT(n_layer=args.n_layer, n_embd=args.n_embd, max_seq_len=args.max_seq_len).to(args.device).eval()
     task = ArithmeticTask(num_operands=3, num_sft=0, num_answer_only=0, num_eval=max(args.batch_sizes))
     prompts = task.prompts(task.pool("test"))
-    print(f"tiny_gpt n_layer={args.n_layer} n_embd={args.n_embd} on {args.device}, {args.new_tokens} new tokens per row, "
-          f"torch threads={torch.get_num_threads()}")
+    print(
+        f"tiny_gpt n_layer={args.n_layer} n_embd={args.n_embd} on {args.device}, {args.new_tokens} new tokens per row, "
+        f"torch threads={torch.get_num_threads()}"
+    )
     print(f"{'batch':>6} {'cache tok/s':>12} {'no-cache tok/s':>15} {'ratio':>7}")
     for b in args.batch_sizes:
         ids, mask = model.encode_prompts(prompts[:b])

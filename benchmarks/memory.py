@@ -72,7 +72,10 @@ def measure_in_subprocess(proposals: int, chunk_size: int, timeout: float = 1800
     """The same measurement in a clean interpreter (what the suite reports)."""
     out = subprocess.run(
         [sys.executable, "-m", "benchmarks.memory", "--proposals", str(proposals), "--chunk-size", str(chunk_size)],
-        capture_output=True, text=True, timeout=timeout, check=True,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        check=True,
     )
     return json.loads(out.stdout.strip().splitlines()[-1])
 

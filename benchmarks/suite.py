@@ -120,8 +120,16 @@ def chunk_scaling(case: Case, n: int, chunks: list[int], repeats: int) -> list[d
             rsft_s = min(rsft_s, s)
             s, _ = best_time(lambda: run_floor(case, drawn, chunk, 0), 1)
             floor_s = min(floor_s, s)
-        out.append({"case": case.name, "chunk_size": chunk, "proposals": drawn, "rsft_proposals_per_s": drawn / rsft_s,
-                    "floor_proposals_per_s": drawn / floor_s, "rsft_over_floor": floor_s / rsft_s})
+        out.append(
+            {
+                "case": case.name,
+                "chunk_size": chunk,
+                "proposals": drawn,
+                "rsft_proposals_per_s": drawn / rsft_s,
+                "floor_proposals_per_s": drawn / floor_s,
+                "rsft_over_floor": floor_s / rsft_s,
+            }
+        )
     return out
 
 
@@ -130,12 +138,25 @@ def dim_scaling(dims: list[int], n: int, chunk_size: int, repeats: int, acceptan
     out = []
     for d in dims:
         case = normal_from_wider_normal_case(d, acceptance)
-        rows = race(case, n, chunk_size=chunk_size, repeats=repeats, contenders=["rsft", "numpy", "floor"],
-                    pyro_max=0, seed_loop_proposals=0)
+        rows = race(
+            case,
+            n,
+            chunk_size=chunk_size,
+            repeats=repeats,
+            contenders=["rsft", "numpy", "floor"],
+            pyro_max=0,
+            seed_loop_proposals=0,
+        )
         by = {row.contender: row for row in rows}
-        out.append({"dim": d, "proposals": by["rsft"].proposals,
-                    **{f"{k}_proposals_per_s": by[k].proposals_per_s for k in by},
-                    "rsft_over_numpy": by["numpy"].ratio, "rsft_over_floor": by["floor"].ratio})
+        out.append(
+            {
+                "dim": d,
+                "proposals": by["rsft"].proposals,
+                **{f"{k}_proposals_per_s": by[k].proposals_per_s for k in by},
+                "rsft_over_numpy": by["numpy"].ratio,
+                "rsft_over_floor": by["floor"].ratio,
+            }
+        )
     return out
 
 
@@ -155,21 +176,30 @@ def run_suite(
         case = CASES[name]()
         for n in counts[name]:
             t0 = time.perf_counter()
-            result = race(case, n, chunk_size=chunk_size, repeats=repeats, contenders=contenders,
-                          pyro_max=pyro_max, seed_loop_proposals=seed_loop_proposals)
+            result = race(
+                case,
+                n,
+                chunk_size=chunk_size,
+                repeats=repeats,
+                contenders=contenders,
+                pyro_max=pyro_max,
+                seed_loop_proposals=seed_loop_proposals,
+            )
             log(format_race(case, n, result, time.perf_counter() - t0))
             rows += [asdict(row) for row in result]
     return rows
 
 
 def format_race(case: Case, n: int, rows: list[Row], wall: float) -> str:
-    lines = [f"\n{case.label}: n={n:,} accepted, acceptance {case.acceptance_rate:.3g} (log M = {case.log_M:.4f}); "
-             f"{wall:.1f} s"]
+    lines = [
+        f"\n{case.label}: n={n:,} accepted, acceptance {case.acceptance_rate:.3g} (log M = {case.log_M:.4f}); "
+        f"{wall:.1f} s"
+    ]
     lines.append(f"  {'contender':<34} {'proposals/s':>12} {'accepted/s':>12} {'rsft x':>8}  note")
     for row in rows:
         ratio = "" if math.isnan(row.ratio) else f"{row.ratio:.2f}"
         accepted = "-" if row.contender == "floor" else f"{row.accepted_per_s:.3g}"
-        lines.append(f"  {CONTENDERS[row.contender]:<34} {row.proposals_per_s:>12.3g} {accepted:>12} {ratio:>8}  {row.note}")
+        lines.append(
+            f"  {CONTENDERS[row.contender]:<34} {row.proposals_per_s:>12.3g} {accepted:>12} {ratio:>8}  {row.note}"
+        )
     return "\n".join(lines)
-
-

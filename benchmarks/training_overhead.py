@@ -96,11 +96,18 @@ def run_one(experiment: str, epochs: int, extra: list[str], run_dir: Path) -> li
     from rsft.train import train
 
     timings = run_dir / "round_timer.jsonl"
-    cfg = compose([
-        f"experiment={experiment}", f"trainer.max_epochs={epochs}", "logger=none", "plot=false",
-        f"paths.output_dir={run_dir}", "+callbacks.round_timer._target_=benchmarks.training_overhead.RoundTimer",
-        f"+callbacks.round_timer.path={timings}", *extra,
-    ])
+    cfg = compose(
+        [
+            f"experiment={experiment}",
+            f"trainer.max_epochs={epochs}",
+            "logger=none",
+            "plot=false",
+            f"paths.output_dir={run_dir}",
+            "+callbacks.round_timer._target_=benchmarks.training_overhead.RoundTimer",
+            f"+callbacks.round_timer.path={timings}",
+            *extra,
+        ]
+    )
     train(cfg)
     return [json.loads(line) for line in timings.read_text().splitlines()]
 

@@ -31,7 +31,9 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, c: flo
 
     def closure():
         optimiser.zero_grad()
-        loss = c * (weights * torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, reduction="none")).sum()
+        loss = (
+            c * (weights * torch.nn.functional.binary_cross_entropy_with_logits(x @ w + b, y, reduction="none")).sum()
+        )
         loss = loss + 0.5 * (w**2).sum()
         loss.backward()
         return loss
@@ -45,21 +47,30 @@ def main(dataset: str, sensitive: str, splits: int) -> None:
     for seed in range(splits):
         split = load_credit_split(dataset, sensitive, seed=seed)
         train = split.train
-        weights = {"before": torch.ones(len(train["y"]), dtype=torch.double),
-                   "after": reweighing_weights(train["s"], train["y"])[train["s"], train["y"]]}
+        weights = {
+            "before": torch.ones(len(train["y"]), dtype=torch.double),
+            "after": reweighing_weights(train["s"], train["y"])[train["s"], train["y"]],
+        }
         thresholds = {}
         for name, w in weights.items():
             score = fit_logistic(train["x"], train["y"], w)
             thresholds[name] = best_threshold(score(split.valid["x"]), split.valid["y"])
-            results[name].append(classification_report(score(split.test["x"]), split.test["y"], split.test["s"], thresholds[name]))
-        results["after@bef-thr"].append(classification_report(score(split.test["x"]), split.test["y"], split.test["s"], thresholds["before"]))
+            results[name].append(
+                classification_report(score(split.test["x"]), split.test["y"], split.test["s"], thresholds[name])
+            )
+        results["after@bef-thr"].append(
+            classification_report(score(split.test["x"]), split.test["y"], split.test["s"], thresholds["before"])
+        )
     print(f"{dataset} / {sensitive}: {splits} random splits, test metrics of the exact (weighted) logistic regression")
     for name, reports in results.items():
         for metric in METRICS:
             values = torch.tensor([r[metric] for r in reports], dtype=torch.double)
             values = values[torch.isfinite(values)]
             q = torch.quantile(values, torch.tensor([0.05, 0.95], dtype=torch.double))
-            print(f"  {name:13s} {metric:24s} mean {values.mean():+.4f}  sd {values.std():.4f}  5-95% [{q[0]:+.4f}, {q[1]:+.4f}]")
+            print(
+                f"  {name:13s} {metric:24s} mean {values.mean():+.4f}  sd {values.std():.4f}  "
+                f"5-95% [{q[0]:+.4f}, {q[1]:+.4f}]"
+            )
 
 
 if __name__ == "__main__":

@@ -54,42 +54,114 @@ CONFIG_ROWS = [
     ("unknown-target", ["task.target.name=moon"], "unknown density target 'moon'"),
     # wrong types
     ("seed-string", ["seed=abc"], "seed must be a non-negative integer, got 'abc'"),
-    ("num-accepted-string", ["sampler.num_accepted=many"], "num_accepted must be a positive integer, got 'many' (set sampler.num_accepted)"),
+    (
+        "num-accepted-string",
+        ["sampler.num_accepted=many"],
+        "num_accepted must be a positive integer, got 'many' (set sampler.num_accepted)",
+    ),
     ("chunk-size-float", ["sampler.chunk_size=2.5"], "chunk_size must be a positive integer, got 2.5"),
     # negative / zero sizes
     ("num-accepted-negative", ["sampler.num_accepted=-5"], "num_accepted must be a positive integer, got -5"),
-    ("max-proposals-zero", ["sampler.max_proposals=0"], "max_proposals must be a positive integer, got 0 (set sampler.max_proposals)"),
-    ("num-proposals-negative", ["sampler.num_accepted=null", "sampler.num_proposals=-3"], "num_proposals must be a positive integer, got -3"),
+    (
+        "max-proposals-zero",
+        ["sampler.max_proposals=0"],
+        "max_proposals must be a positive integer, got 0 (set sampler.max_proposals)",
+    ),
+    (
+        "num-proposals-negative",
+        ["sampler.num_accepted=null", "sampler.num_proposals=-3"],
+        "num_proposals must be a positive integer, got -3",
+    ),
     ("batch-size-negative", ["model.batch_size=-1"], "batch_size must be positive, got -1"),
     ("proposal-scale-negative", ["proposal.scale=-1"], "scale must be positive, got -1"),
     ("max-epochs-negative", ["trainer.max_epochs=-2", *NO_WARMUP], "`max_epochs` must be a non-negative integer or -1"),
     # non-finite densities / envelope
     ("log-M-nan", ["acceptance.log_M=nan"], "acceptance.log_M must be finite, got nan"),
     ("margin-below-one", ["acceptance.margin=0.5"], "acceptance.margin must be ≥ 1, got 0.5"),
-    ("defensive-weight-nan", ["experiment=density_onpolicy", "proposal.defensive_weight=nan"], "proposal.defensive_weight must be in [0, 1), got nan"),
-    ("defensive-weight-above-one", ["experiment=density_onpolicy", "proposal.defensive_weight=1.5"], "proposal.defensive_weight must be in [0, 1), got 1.5"),
+    (
+        "defensive-weight-nan",
+        ["experiment=density_onpolicy", "proposal.defensive_weight=nan"],
+        "proposal.defensive_weight must be in [0, 1), got nan",
+    ),
+    (
+        "defensive-weight-above-one",
+        ["experiment=density_onpolicy", "proposal.defensive_weight=1.5"],
+        "proposal.defensive_weight must be in [0, 1), got 1.5",
+    ),
     # shape mismatches
     ("ring8-in-3d", ["task.target.name=ring8", "task.dim=3"], "target ring8 is 2-D but task.dim=3; set task.dim=2"),
-    ("flow-dim-mismatch", ["model.net.dim=3"], "model.net.dim=3 but the samples are 2-D; set model.net.dim to task.dim"),
+    (
+        "flow-dim-mismatch",
+        ["model.net.dim=3"],
+        "model.net.dim=3 but the samples are 2-D; set model.net.dim to task.dim",
+    ),
     # budgets
-    ("zero-acceptance-budget", ["sampler.max_proposals=10", *NO_WARMUP], "more than the budget sampler.max_proposals=10"),
-    ("budget-spent-no-fail-fast", ["sampler.max_proposals=10", "sampler.fail_fast=false", *NO_WARMUP], "the proposal budget sampler.max_proposals=10 was spent"),
+    (
+        "zero-acceptance-budget",
+        ["sampler.max_proposals=10", *NO_WARMUP],
+        "more than the budget sampler.max_proposals=10",
+    ),
+    (
+        "budget-spent-no-fail-fast",
+        ["sampler.max_proposals=10", "sampler.fail_fast=false", *NO_WARMUP],
+        "the proposal budget sampler.max_proposals=10 was spent",
+    ),
     # files
     ("resume-missing", ["resume=/no/such/dir/last.ckpt"], "no such checkpoint file"),
-    ("init-checkpoint-missing", ["model.init_checkpoint=/no/such/weights.pt"], "model.init_checkpoint='/no/such/weights.pt' does not exist"),
-    ("init-checkpoint-other-model", ["model.init_checkpoint={ckpt}"], "was saved from a different model than FlowModel"),
+    (
+        "init-checkpoint-missing",
+        ["model.init_checkpoint=/no/such/weights.pt"],
+        "model.init_checkpoint='/no/such/weights.pt' does not exist",
+    ),
+    (
+        "init-checkpoint-other-model",
+        ["model.init_checkpoint={ckpt}"],
+        "was saved from a different model than FlowModel",
+    ),
     ("output-dir-unwritable", ["paths.output_dir={blocked}"], "is not writable"),
     # credit
-    ("credit-unknown-dataset", ["experiment=credit_german", "task.data.dataset=mortgage"], "task.data.dataset='mortgage' is not a credit dataset"),
-    ("credit-unknown-sensitive", ["experiment=credit_german", "task.data.sensitive=zip"], "task.data.sensitive='zip' is not a sensitive attribute of german"),
-    ("credit-missing-data-file", ["experiment=credit_german", "task.data.path=/no/such/german.data"], "task.data.path='/no/such/german.data' does not exist"),
+    (
+        "credit-unknown-dataset",
+        ["experiment=credit_german", "task.data.dataset=mortgage"],
+        "task.data.dataset='mortgage' is not a credit dataset",
+    ),
+    (
+        "credit-unknown-sensitive",
+        ["experiment=credit_german", "task.data.sensitive=zip"],
+        "task.data.sensitive='zip' is not a sensitive attribute of german",
+    ),
+    (
+        "credit-missing-data-file",
+        ["experiment=credit_german", "task.data.path=/no/such/german.data"],
+        "task.data.path='/no/such/german.data' does not exist",
+    ),
     ("credit-compas-not-shipped", ["experiment=credit_compas"], "COMPAS is not shipped with rsft"),
-    ("credit-empty-split", ["experiment=credit_german", "+task.data.fractions=[0.85,0.15,0.0]"], "task.data.fractions must be three positive numbers adding to 1"),
+    (
+        "credit-empty-split",
+        ["experiment=credit_german", "+task.data.fractions=[0.85,0.15,0.0]"],
+        "task.data.fractions must be three positive numbers adding to 1",
+    ),
     # language-model arithmetic
-    ("arith-one-operand", ["experiment=rft_arithmetic", "task.num_operands=1"], "task.num_operands must be an integer ≥ 2, got 1"),
-    ("arith-unknown-operator", ["experiment=rft_arithmetic", "task.operators=/"], "task.operators must be a non-empty subset of '+-*', got '/'"),
-    ("arith-zero-k", ["experiment=rft_arithmetic", "proposal.k=0"], "proposal.k (samples per prompt) must be a positive integer, got 0"),
-    ("arith-negative-temperature", ["experiment=rft_arithmetic", "proposal.temperature=-1"], "proposal.temperature must be positive, got -1"),
+    (
+        "arith-one-operand",
+        ["experiment=rft_arithmetic", "task.num_operands=1"],
+        "task.num_operands must be an integer ≥ 2, got 1",
+    ),
+    (
+        "arith-unknown-operator",
+        ["experiment=rft_arithmetic", "task.operators=/"],
+        "task.operators must be a non-empty subset of '+-*', got '/'",
+    ),
+    (
+        "arith-zero-k",
+        ["experiment=rft_arithmetic", "proposal.k=0"],
+        "proposal.k (samples per prompt) must be a positive integer, got 0",
+    ),
+    (
+        "arith-negative-temperature",
+        ["experiment=rft_arithmetic", "proposal.temperature=-1"],
+        "proposal.temperature must be positive, got -1",
+    ),
     # DRS / GAN
     ("gan-negative-latent", ["experiment=drs_gan", "model.net.latent_dim=-3"], "model.net.latent_dim must be positive"),
 ]
@@ -131,11 +203,15 @@ class RaggedProposal(Proposal):
 
 
 def _nan_density():
-    rejection_sample(DistributionProposal(D.Normal(0.0, 1.0)), DensityRatio(NaNTarget(0.0, 1.0), log_M=0.0), num_accepted=100, seed=0)
+    rejection_sample(
+        DistributionProposal(D.Normal(0.0, 1.0)), DensityRatio(NaNTarget(0.0, 1.0), log_M=0.0), num_accepted=100, seed=0
+    )
 
 
 def _inf_density():
-    rejection_sample(DistributionProposal(D.Normal(0.0, 1.0)), DensityRatio(InfTarget(0.0, 1.0), log_M=0.0), num_accepted=100, seed=0)
+    rejection_sample(
+        DistributionProposal(D.Normal(0.0, 1.0)), DensityRatio(InfTarget(0.0, 1.0), log_M=0.0), num_accepted=100, seed=0
+    )
 
 
 def _ragged_proposal():
@@ -143,7 +219,9 @@ def _ragged_proposal():
 
 
 def _both_counts():
-    rejection_sample(gaussian(dim=1), DensityRatio(D.Normal(0.0, 1.0), log_M=0.0), num_accepted=10, num_proposals=10, seed=0)
+    rejection_sample(
+        gaussian(dim=1), DensityRatio(D.Normal(0.0, 1.0), log_M=0.0), num_accepted=10, num_proposals=10, seed=0
+    )
 
 
 API_ROWS = [
@@ -172,16 +250,23 @@ def _cli(args: list[str], cwd: Path, full_error: bool = False) -> subprocess.Com
     env.pop("HYDRA_FULL_ERROR", None)
     if full_error:
         env["HYDRA_FULL_ERROR"] = "1"
-    return subprocess.run([sys.executable, "-m", "rsft.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "rsft.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 @pytest.mark.parametrize(
     "args, fragment",
     [
-        pytest.param(["experiment=credit_german", "task.data.path=/no/such/german.data"],
-                     "rsft-train: error: FileNotFoundError: task.data.path='/no/such/german.data' does not exist", id="missing-data-file",
-                     marks=pytest.mark.slow),  # each CLI row costs a ~20 s CPU start-up; one runs by default
-        pytest.param(["paths.output_dir={blocked}"], "rsft-train: error: OSError: paths.output_dir=", id="unwritable-output-dir"),
+        pytest.param(
+            ["experiment=credit_german", "task.data.path=/no/such/german.data"],
+            "rsft-train: error: FileNotFoundError: task.data.path='/no/such/german.data' does not exist",
+            id="missing-data-file",
+            marks=pytest.mark.slow,
+        ),  # each CLI row costs a ~20 s CPU start-up; one runs by default
+        pytest.param(
+            ["paths.output_dir={blocked}"], "rsft-train: error: OSError: paths.output_dir=", id="unwritable-output-dir"
+        ),
     ],
 )
 def test_cli_prints_one_line_and_fails(args, fragment, tmp_path):
@@ -196,7 +281,12 @@ def test_cli_prints_one_line_and_fails(args, fragment, tmp_path):
 
 @pytest.mark.slow  # one more ~20 s CLI start-up
 def test_cli_full_trace_only_with_hydra_full_error(tmp_path):
-    args = ["debug=fast", "experiment=credit_german", "task.data.path=/no/such/german.data", f"hydra.run.dir={tmp_path / 'hydra'}"]
+    args = [
+        "debug=fast",
+        "experiment=credit_german",
+        "task.data.path=/no/such/german.data",
+        f"hydra.run.dir={tmp_path / 'hydra'}",
+    ]
     result = _cli(args, cwd=tmp_path, full_error=True)
     assert result.returncode != 0
     assert "Traceback" in result.stderr and "task.data.path='/no/such/german.data' does not exist" in result.stderr

@@ -23,8 +23,23 @@ def test_tiny_suite_runs_every_section_but_training(tmp_path, capsys, monkeypatc
     monkeypatch.setenv("OMP_NUM_THREADS", os.environ.get("OMP_NUM_THREADS", ""))  # restored after the test
     threads = torch.get_num_threads()
     try:
-        results = bench.main(["--quick", "--threads", "1", "--sections", "race", "chunks", "dims", "--cases", "beta",
-                              "--counts", "300", "--out", str(out)])
+        results = bench.main(
+            [
+                "--quick",
+                "--threads",
+                "1",
+                "--sections",
+                "race",
+                "chunks",
+                "dims",
+                "--cases",
+                "beta",
+                "--counts",
+                "300",
+                "--out",
+                str(out),
+            ]
+        )
     finally:
         torch.set_num_threads(threads)
     assert out.exists()

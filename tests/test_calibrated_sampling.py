@@ -49,7 +49,9 @@ def chi2_gof(values: torch.Tensor, probs: np.ndarray) -> float:
 
 
 def student_from_cauchy(log_M, n=20_000, seed=10):
-    res = rejection_sample(DistributionProposal(D.Cauchy(0.0, 1.0)), DensityRatio(D.StudentT(3.0), log_M=log_M), num_accepted=n, seed=seed)
+    res = rejection_sample(
+        DistributionProposal(D.Cauchy(0.0, 1.0)), DensityRatio(D.StudentT(3.0), log_M=log_M), num_accepted=n, seed=seed
+    )
     return res.batch["x"]
 
 
@@ -70,7 +72,12 @@ SUP = float((P / Q).max())  # 5.0
 
 
 def categorical_samples(log_M, seed=11):
-    res = rejection_sample(DistributionProposal(D.Categorical(probs=Q)), DensityRatio(D.Categorical(probs=P), log_M=log_M), num_accepted=20_000, seed=seed)
+    res = rejection_sample(
+        DistributionProposal(D.Categorical(probs=Q)),
+        DensityRatio(D.Categorical(probs=P), log_M=log_M),
+        num_accepted=20_000,
+        seed=seed,
+    )
     return res.batch["x"]
 
 
@@ -89,7 +96,12 @@ DIM = 5
 
 
 def normal_5d(log_M, n=20_000, seed=12):
-    res = rejection_sample(student_t(dim=DIM, df=5.0, scale=1.2), DensityRatio(isotropic_normal(DIM), log_M=log_M), num_accepted=n, seed=seed)
+    res = rejection_sample(
+        student_t(dim=DIM, df=5.0, scale=1.2),
+        DensityRatio(isotropic_normal(DIM), log_M=log_M),
+        num_accepted=n,
+        seed=seed,
+    )
     return res.batch["x"]
 
 
@@ -161,7 +173,13 @@ def max_of_n_probs(n: int) -> np.ndarray:
 
 
 def best_of_n_pvalue(group_size: int, n: int = 4, groups: int = 20_000, seed=15) -> float:
-    res = rejection_sample(GroupedRewards(group_size), BestOfN(), num_proposals=groups * group_size, chunk_size=1_000 * group_size, seed=seed)
+    res = rejection_sample(
+        GroupedRewards(group_size),
+        BestOfN(),
+        num_proposals=groups * group_size,
+        chunk_size=1_000 * group_size,
+        seed=seed,
+    )
     assert len(res) == groups  # one kept sample per group
     return chi2_gof(res.batch["reward"], max_of_n_probs(n))
 
@@ -191,7 +209,9 @@ class RewardsWithSentinel(Proposal):
 
 
 def boltzmann_pvalue(beta: float, seed=16) -> float:
-    res = rejection_sample(RewardsWithSentinel(), Boltzmann(beta), num_proposals=4 * 20_000, chunk_size=4_000, seed=seed)
+    res = rejection_sample(
+        RewardsWithSentinel(), Boltzmann(beta), num_proposals=4 * 20_000, chunk_size=4_000, seed=seed
+    )
     kept = res.batch["reward"][~res.batch["sentinel"]]
     # Accept probability exp((r − TOP) / β) on draws from REWARD_PROBS: the tilted law ∝ q(r) exp(r / β).
     tilted = REWARD_PROBS.double() * torch.exp(torch.arange(4, dtype=torch.float64) / BETA)
@@ -214,13 +234,18 @@ MIXTURE = GaussianMixture(torch.tensor([[-1.5, 0.0], [1.5, 0.5]]), std=0.7)
 def on_policy_pvalue(log_M, n=10_000, seed=17) -> float:
     torch.manual_seed(0)
     flow = FlowModel(dim=2, kind="maf", transforms=2, hidden=(16, 16))
-    flow.pretrain(lambda m, g: {"x": MIXTURE.sample(m, g)}, steps=30, batch_size=256, generator=torch.Generator().manual_seed(1))
+    flow.pretrain(
+        lambda m, g: {"x": MIXTURE.sample(m, g)}, steps=30, batch_size=256, generator=torch.Generator().manual_seed(1)
+    )
     proposal = ModelProposal(defensive=isotropic_normal(2, scale=3.0), defensive_weight=0.2)
     proposal.bind(flow)
     res = rejection_sample(proposal, DensityRatio(MIXTURE, log_M=log_M), num_accepted=n, seed=seed)
     exact = MIXTURE.sample(n, torch.Generator().manual_seed(seed + 1))
     edges = np.linspace(-4, 4, 11)
-    both = [np.histogram2d(z[:, 0].numpy(), z[:, 1].numpy(), bins=[edges, edges])[0].ravel() for z in (res.batch["x"], exact)]
+    both = [
+        np.histogram2d(z[:, 0].numpy(), z[:, 1].numpy(), bins=[edges, edges])[0].ravel()
+        for z in (res.batch["x"], exact)
+    ]
     both = [np.append(h, n - h.sum()) for h in both]  # everything outside the grid is one more bin
     table = np.vstack(both)
     big = table.sum(0) >= 20
@@ -243,8 +268,13 @@ def test_on_policy_test_rejects_an_envelope_that_is_too_small():
 @pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
 def test_gpu_sampling_follows_the_same_law_as_cpu():
     def draw(device):
-        res = rejection_sample(DistributionProposal(D.Cauchy(0.0, 1.0)), DensityRatio(D.StudentT(3.0), log_M="auto"),
-                               num_accepted=20_000, seed=18, device=device)
+        res = rejection_sample(
+            DistributionProposal(D.Cauchy(0.0, 1.0)),
+            DensityRatio(D.StudentT(3.0), log_M="auto"),
+            num_accepted=20_000,
+            seed=18,
+            device=device,
+        )
         return res.batch["x"].cpu()
 
     gpu, cpu = draw("cuda"), draw("cpu")

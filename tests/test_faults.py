@@ -30,7 +30,9 @@ def test_failing_wandb_then_full_disk_leave_a_finished_run_and_its_outputs(tmp_p
 
     monkeypatch.setattr(wandb, "init", unreachable)
     run_dir = tmp_path / "run"
-    cfg = compose(["debug=fast", "logger=both", "eval_before=false", "trainer.max_epochs=1", f"paths.output_dir={run_dir}"])
+    cfg = compose(
+        ["debug=fast", "logger=both", "eval_before=false", "trainer.max_epochs=1", f"paths.output_dir={run_dir}"]
+    )
     with pytest.warns(RuntimeWarning, match="W&B failed to start .*CommError.*the run continues without W&B"):
         train(cfg)
     # The run finished with its local logs.
@@ -40,7 +42,8 @@ def test_failing_wandb_then_full_disk_leave_a_finished_run_and_its_outputs(tmp_p
     assert any((run_dir / "csv").rglob("metrics.csv"))
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
-    # Now the disk is full: continuing the run fails at once with a clear error and leaves every earlier output as it was.
+    # Now the disk is full: continuing the run fails at once with a clear error and leaves every earlier
+    # output as it was.
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
     real_write_text = Path.write_text
 
@@ -59,7 +62,13 @@ def test_failing_wandb_then_full_disk_leave_a_finished_run_and_its_outputs(tmp_p
 
 # -- SIGKILL mid-run, then resume=auto: the credit experiment ------------------------------------
 
-CREDIT = ["experiment=credit_german", "debug=fast", "trainer.max_epochs=6", "trainer.limit_train_batches=null", "logger=csv"]
+CREDIT = [
+    "experiment=credit_german",
+    "debug=fast",
+    "trainer.max_epochs=6",
+    "trainer.limit_train_batches=null",
+    "logger=csv",
+]
 
 
 def credit_command(run_dir: Path, *extra: str) -> list[str]:
@@ -71,12 +80,18 @@ def test_killed_credit_run_resumes_to_the_same_result(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     finish(credit_command(reference), tmp_path)
 
-    proc = subprocess.Popen(credit_command(killed), cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        credit_command(killed), cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     epochs = killed / "epochs.jsonl"
     deadline = time.monotonic() + 300
     # Kill once at least one epoch is checkpointed, mid-way through the run.
     while proc.poll() is None and time.monotonic() < deadline:
-        if (killed / "checkpoints" / "last.ckpt").exists() and epochs.exists() and len(epochs.read_text().splitlines()) >= 2:
+        if (
+            (killed / "checkpoints" / "last.ckpt").exists()
+            and epochs.exists()
+            and len(epochs.read_text().splitlines()) >= 2
+        ):
             break
         time.sleep(0.01)
     proc.send_signal(signal.SIGKILL)
@@ -87,8 +102,10 @@ def test_killed_credit_run_resumes_to_the_same_result(tmp_path):
     finish(credit_command(killed, "resume=auto"), tmp_path)
 
     assert final_metrics(killed) == final_metrics(reference)  # exact equality, not approx
-    rows = lambda d: [{k: v for k, v in json.loads(line).items() if k not in TIMING}  # noqa: E731
-                      for line in (d / "epochs.jsonl").read_text().splitlines()]
+    rows = lambda d: [  # noqa: E731
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in (d / "epochs.jsonl").read_text().splitlines()
+    ]
     assert rows(killed) == rows(reference)
 
 
@@ -102,7 +119,14 @@ def test_killed_sweep_relaunched_finishes_every_job_once(tmp_path):
     sweep = tmp_path / "sweep"
     cmd = [sys.executable, "-m", "rsft.train", *SWEEP, f"hydra.sweep.dir={sweep}"]
     # Its own process group, so the kill takes the launcher and anything it started.
-    proc = subprocess.Popen(cmd, cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True)
+    proc = subprocess.Popen(
+        cmd,
+        cwd=tmp_path,
+        env=environment(),
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+        start_new_session=True,
+    )
     deadline = time.monotonic() + 400
     while proc.poll() is None and time.monotonic() < deadline:
         finished = list(sweep.glob("*/metrics.json"))
@@ -115,7 +139,14 @@ def test_killed_sweep_relaunched_finishes_every_job_once(tmp_path):
     finished = {p.parent: p.stat().st_mtime_ns for p in sweep.glob("*/metrics.json")}
     assert len(finished) == 1, "the sweep was not killed mid-way"
 
-    relaunch = subprocess.run([*cmd, "skip_finished=true", "resume=auto"], cwd=tmp_path, env=environment(), capture_output=True, text=True, timeout=600)
+    relaunch = subprocess.run(
+        [*cmd, "skip_finished=true", "resume=auto"],
+        cwd=tmp_path,
+        env=environment(),
+        capture_output=True,
+        text=True,
+        timeout=600,
+    )
     assert relaunch.returncode == 0, relaunch.stderr[-3000:]
     assert "not re-running" in relaunch.stdout + relaunch.stderr
     jobs = sorted(p.parent for p in sweep.glob("*/metrics.json"))

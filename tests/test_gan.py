@@ -43,7 +43,9 @@ def test_calibrated_discriminator_separates_real_from_generated():
     real = real_draw()(2000, g)["x"]
     fake = gan.generate(2000, g)
     with torch.no_grad():
-        accuracy = 0.5 * ((gan.discriminator_logit(real) > 0).float().mean() + (gan.discriminator_logit(fake) < 0).float().mean())
+        accuracy = 0.5 * (
+            (gan.discriminator_logit(real) > 0).float().mean() + (gan.discriminator_logit(fake) < 0).float().mean()
+        )
     assert accuracy > 0.8
 
 

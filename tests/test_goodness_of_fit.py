@@ -46,7 +46,12 @@ def binned_homogeneity_pvalue(a: torch.Tensor, b: torch.Tensor, edges: np.ndarra
 
 
 def beta_samples(log_M, n=20_000, seed=0):
-    res = rejection_sample(DistributionProposal(D.Uniform(0.0, 1.0)), DensityRatio(D.Beta(2.0, 5.0), log_M=log_M), num_accepted=n, seed=seed)
+    res = rejection_sample(
+        DistributionProposal(D.Uniform(0.0, 1.0)),
+        DensityRatio(D.Beta(2.0, 5.0), log_M=log_M),
+        num_accepted=n,
+        seed=seed,
+    )
     return res.batch["x"]
 
 
@@ -96,7 +101,9 @@ EDGES = np.linspace(-4, 4, 17)
 
 
 def mixture_pvalue(log_M, seed=2):
-    res = rejection_sample(gaussian(dim=2, scale=3.0), DensityRatio(MIXTURE, log_M=log_M), num_accepted=20_000, seed=seed)
+    res = rejection_sample(
+        gaussian(dim=2, scale=3.0), DensityRatio(MIXTURE, log_M=log_M), num_accepted=20_000, seed=seed
+    )
     exact = MIXTURE.sample(20_000, torch.Generator().manual_seed(seed + 100))
     return binned_homogeneity_pvalue(res.batch["x"], exact, EDGES)
 

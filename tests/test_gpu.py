@@ -34,8 +34,14 @@ def test_cuda_and_cpu_sample_the_same_beta():
 
 
 def test_sampling_stays_on_the_device():
-    result = rejection_sample(gaussian(2, scale=3.0), DensityRatio(grid25(std=0.2)), num_accepted=5_000, seed=0,
-                              device="cuda", chunk_size=None)
+    result = rejection_sample(
+        gaussian(2, scale=3.0),
+        DensityRatio(grid25(std=0.2)),
+        num_accepted=5_000,
+        seed=0,
+        device="cuda",
+        chunk_size=None,
+    )
     assert all(v.device.type == "cuda" for v in result.batch.values())
     assert result.stats["accepted"] == 5_000
     # grid25 (std 0.2) under N(0, 3² I): rate ≈ 1.9 % with the exact envelope, lower with the auto margin.

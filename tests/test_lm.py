@@ -48,7 +48,11 @@ def test_kv_cache_sampling_equals_recomputing_the_prefix():
     runs = []
     for use_cache in (True, False):
         g = torch.Generator().manual_seed(11)
-        runs.append(model.generate(ids, mask, max_new_tokens=20, generator=g, temperature=1.3, top_k=20, top_p=0.95, use_cache=use_cache))
+        runs.append(
+            model.generate(
+                ids, mask, max_new_tokens=20, generator=g, temperature=1.3, top_k=20, top_p=0.95, use_cache=use_cache
+            )
+        )
     assert torch.equal(runs[0]["completion"], runs[1]["completion"])
     assert torch.allclose(runs[0]["log_prob"], runs[1]["log_prob"], atol=1e-9)
     assert torch.allclose(runs[0]["log_q"], runs[1]["log_q"], atol=1e-9)
@@ -80,7 +84,9 @@ def test_sft_training_lowers_the_loss_and_packing_matches_encoding():
     assert sum(losses[-10:]) / 10 < 0.7 * sum(losses[:10]) / 10
     # pack(prompt, completion) gives the same training row as encoding the text directly
     ids, mask = model.encode_prompts(["12+3:", "4:"])
-    completion = torch.tensor([model.tokenizer.encode("15;#15") + [model.tokenizer.eos_id], model.tokenizer.encode("#4") + [2, 0, 0, 0, 0]])
+    completion = torch.tensor(
+        [model.tokenizer.encode("15;#15") + [model.tokenizer.eos_id], model.tokenizer.encode("#4") + [2, 0, 0, 0, 0]]
+    )
     length = torch.tensor([7, 3])
     packed = model.pack(ids, mask, completion, length)
     direct = model.encode_examples(["12+3:", "4:"], ["15;#15", "#4"])
@@ -106,7 +112,9 @@ def test_pretrain_learning_rate_and_cosine_schedule(monkeypatch):
     assert seen[0] == pytest.approx(4e-3) and seen[5] == pytest.approx(4e-3 * (0.05 + 0.95 * 0.5))
     assert seen[-1] == pytest.approx(4e-3 * 0.05)  # the last step runs at the floor
     assert all(a > b for a, b in zip(seen, seen[1:]))
-    with pytest.raises(ValueError, match="model.pretrain.lr_schedule must be 'constant' or 'cosine' for TinyGPT, got 'linear'"):
+    with pytest.raises(
+        ValueError, match="model.pretrain.lr_schedule must be 'constant' or 'cosine' for TinyGPT, got 'linear'"
+    ):
         model.pretrain(source.sample, 2, 4, torch.Generator(), lr_schedule="linear")
     with pytest.raises(ValueError, match="model.pretrain.lr must be positive"):
         model.pretrain(source.sample, 2, 4, torch.Generator(), lr=0.0)

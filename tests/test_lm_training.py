@@ -13,14 +13,28 @@ from rsft.data import EmptyAcceptedSetError
 from rsft.train import train
 
 SMALL = [
-    "experiment=rft_arithmetic", "debug=fast", "logger=none",
-    "task.num_sft=32", "task.num_answer_only=32", "task.num_eval=16", "task.num_train_eval=8",
-    "proposal.pool=sft", "proposal.k=2", "proposal.chunk_prompts=16", "proposal.max_new_tokens=20",
-    "model.net.eval_k=2", "model.net.eval_max_new_tokens=20",
+    "experiment=rft_arithmetic",
+    "debug=fast",
+    "logger=none",
+    "task.num_sft=32",
+    "task.num_answer_only=32",
+    "task.num_eval=16",
+    "task.num_train_eval=8",
+    "proposal.pool=sft",
+    "proposal.k=2",
+    "proposal.chunk_prompts=16",
+    "proposal.max_new_tokens=20",
+    "model.net.eval_k=2",
+    "model.net.eval_max_new_tokens=20",
 ]
 ROUND_KEYS = (
-    "sampling/acceptance_rate", "sampling/round_prompts_with_accepted", "sampling/round_correct_paths_per_prompt",
-    "val/test_greedy_accuracy", "val/test_pass_at_k", "val/test_maj_at_k", "val/train_test_gap",
+    "sampling/acceptance_rate",
+    "sampling/round_prompts_with_accepted",
+    "sampling/round_correct_paths_per_prompt",
+    "val/test_greedy_accuracy",
+    "val/test_pass_at_k",
+    "val/test_maj_at_k",
+    "val/train_test_gap",
 )
 
 
@@ -52,17 +66,27 @@ def test_rft_arithmetic_smoke_logs_every_round_metric(run_config, tmp_path, capl
     [
         # the top-reward sample of every prompt is accepted with probability exp(0) = 1
         (["acceptance=boltzmann"], lambda m: m["sampling/round_prompts_with_accepted"] == 1.0),
-        (["acceptance=best_of_n"], lambda m: m["sampling/round_accepted_per_prompt"] == m["sampling/round_prompts_with_accepted"]),
-        (["acceptance=max_per_prompt", "acceptance.max_per_prompt=1"], lambda m: m["sampling/round_accepted_per_prompt"] <= 1.0),
+        (
+            ["acceptance=best_of_n"],
+            lambda m: m["sampling/round_accepted_per_prompt"] == m["sampling/round_prompts_with_accepted"],
+        ),
+        (
+            ["acceptance=max_per_prompt", "acceptance.max_per_prompt=1"],
+            lambda m: m["sampling/round_accepted_per_prompt"] <= 1.0,
+        ),
         # k = 2: a kept prompt has one right and one wrong sample, and both are kept
-        (["acceptance=zero_variance"], lambda m: m["sampling/round_accepted_per_prompt"] == 2 * m["sampling/round_prompts_with_accepted"]),
+        (
+            ["acceptance=zero_variance"],
+            lambda m: m["sampling/round_accepted_per_prompt"] == 2 * m["sampling/round_prompts_with_accepted"],
+        ),
     ],
     ids=["boltzmann", "best_of_n", "max_per_prompt", "zero_variance"],
 )
 def test_group_rules_run_through_train(rule, check, run_config, tmp_path):
     """Each per-prompt rule drives a whole run (sampling, acceptance, training, evaluation)."""
-    cfg = run_config(*SMALL, *rule, "model.pretrain.steps=60", "model.net.n_embd=32", "model.net.n_layer=1",
-                     "eval_before=false")
+    cfg = run_config(
+        *SMALL, *rule, "model.pretrain.steps=60", "model.net.n_embd=32", "model.net.n_layer=1", "eval_before=false"
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a round may keep nothing (on_empty=skip trains on the gold rows)
         train(cfg)
@@ -78,9 +102,15 @@ def test_hf_causal_lm_random_weights_with_lora_runs_end_to_end(run_config, tmp_p
     pytest.importorskip("transformers")
     pytest.importorskip("peft")
     cfg = run_config(
-        *SMALL, "model=hf_causal_lm", "model.pretrain.steps=3", "model.net.max_seq_len=40",
-        "model.net.config.n_layer=1", "model.net.config.n_embd=32", "model.net.config.n_head=2",
-        "+model.net.lora={r:4,alpha:8}", "model.batch_size=16",
+        *SMALL,
+        "model=hf_causal_lm",
+        "model.pretrain.steps=3",
+        "model.net.max_seq_len=40",
+        "model.net.config.n_layer=1",
+        "model.net.config.n_embd=32",
+        "model.net.config.n_head=2",
+        "+model.net.lora={r:4,alpha:8}",
+        "model.batch_size=16",
     )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # a random model accepts nothing: on_empty=skip warns, gold rows train
@@ -97,7 +127,12 @@ def test_hf_causal_lm_from_a_local_directory_and_a_missing_one(tmp_path):
     with pytest.raises(FileNotFoundError, match="model.net.path='/no/such/model' does not exist"):
         HFCausalLM(path="/no/such/model")
     bpe = tokenizers.ByteLevelBPETokenizer()
-    bpe.train_from_iterator(["1+2:1+2=3;#3", "3*4-5:3*4=12;12-5=7;#7"] * 20, vocab_size=280, min_frequency=1, special_tokens=["<eos>", "<pad>"])
+    bpe.train_from_iterator(
+        ["1+2:1+2=3;#3", "3*4-5:3*4=12;12-5=7;#7"] * 20,
+        vocab_size=280,
+        min_frequency=1,
+        special_tokens=["<eos>", "<pad>"],
+    )
     tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<pad>")
     config = transformers.GPT2Config(vocab_size=len(tok), n_layer=1, n_head=2, n_embd=16, n_positions=32)
     transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "lm")
@@ -105,14 +140,24 @@ def test_hf_causal_lm_from_a_local_directory_and_a_missing_one(tmp_path):
     model = HFCausalLM(path=str(tmp_path / "lm"), max_seq_len=32).eval()
     assert model.tokenizer.decode(model.tokenizer.encode("3*4=12;#7") + [model.tokenizer.eos_id, 5]) == "3*4=12;#7"
     ids, mask = model.encode_prompts(["1+2:", "3*4-5:"])
-    runs = [model.generate(ids, mask, max_new_tokens=6, generator=torch.Generator().manual_seed(0), use_cache=c) for c in (True, False)]
+    runs = [
+        model.generate(ids, mask, max_new_tokens=6, generator=torch.Generator().manual_seed(0), use_cache=c)
+        for c in (True, False)
+    ]
     assert torch.equal(runs[0]["completion"], runs[1]["completion"])
     assert torch.allclose(runs[0]["log_prob"], runs[1]["log_prob"], atol=1e-4)
 
 
 def test_a_round_that_accepts_nothing_errors_with_diagnostics_or_skips_with_a_warning(run_config, tmp_path):
-    nothing = [*SMALL, "model.pretrain.steps=0", "model.net.n_embd=16", "model.net.n_layer=1",
-               "acceptance=reward_threshold", "acceptance.threshold=2.0", "eval_before=false"]
+    nothing = [
+        *SMALL,
+        "model.pretrain.steps=0",
+        "model.net.n_embd=16",
+        "model.net.n_layer=1",
+        "acceptance=reward_threshold",
+        "acceptance.threshold=2.0",
+        "eval_before=false",
+    ]
     with pytest.raises(EmptyAcceptedSetError, match=r"accepted nothing.*round_prompts=32.*round_correct_rate=0"):
         train(run_config(*nothing, "sampler.on_empty=error"))
     with pytest.warns(UserWarning, match=r"training on the proposal's 64 extra rows only"):  # 32 gold rows, 2 passes
@@ -120,12 +165,20 @@ def test_a_round_that_accepts_nothing_errors_with_diagnostics_or_skips_with_a_wa
     # Nothing to train on at all: each round is skipped, but the run goes on to the next round (Lightning
     # alone would end the whole fit at the first epoch without a training batch).
     with pytest.warns(UserWarning, match=r"skipping this epoch's training"):
-        train(run_config(*nothing, "sampler.on_empty=skip", "proposal.mix_gold=false", "trainer.max_epochs=3",
-                         run_dir=tmp_path / "skip"))
+        train(
+            run_config(
+                *nothing,
+                "sampler.on_empty=skip",
+                "proposal.mix_gold=false",
+                "trainer.max_epochs=3",
+                run_dir=tmp_path / "skip",
+            )
+        )
     epochs = rows(tmp_path / "skip")
     assert [r["epoch"] for r in epochs] == [0, 1, 2]
-    assert all(r["sampling/accepted"] == 0 and "val/test_greedy_accuracy" in r and "train/loss" not in r for r in epochs)
-
+    assert all(
+        r["sampling/accepted"] == 0 and "val/test_greedy_accuracy" in r and "train/loss" not in r for r in epochs
+    )
 
 
 class FirstBatchWeights(pl.Callback):
@@ -141,9 +194,16 @@ class FirstBatchWeights(pl.Callback):
 
 def test_restart_from_base_resets_weights_before_each_rounds_training(run_config):
     FirstBatchWeights.seen.clear()
-    cfg = run_config(*SMALL, "model.pretrain.steps=20", "model.net.n_embd=16", "model.net.n_layer=1",
-                     "model.net.restart_from_base=true", "trainer.max_epochs=3", "eval_before=false",
-                     f"+callbacks.probe._target_={__name__}.FirstBatchWeights")
+    cfg = run_config(
+        *SMALL,
+        "model.pretrain.steps=20",
+        "model.net.n_embd=16",
+        "model.net.n_layer=1",
+        "model.net.restart_from_base=true",
+        "trainer.max_epochs=3",
+        "eval_before=false",
+        f"+callbacks.probe._target_={__name__}.FirstBatchWeights",
+    )
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         train(cfg)

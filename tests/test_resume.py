@@ -42,7 +42,9 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     reference, killed = tmp_path / "reference", tmp_path / "killed"
     finish(command(reference), tmp_path)
 
-    proc = subprocess.Popen(command(killed), cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    proc = subprocess.Popen(
+        command(killed), cwd=tmp_path, env=environment(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL
+    )
     checkpoint = killed / "checkpoints" / "last.ckpt"  # Lightning writes it atomically (temp file, then rename)
     deadline = time.monotonic() + 300
     while not checkpoint.exists() and proc.poll() is None and time.monotonic() < deadline:
@@ -57,8 +59,10 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     finish(command(killed, "resume=auto"), tmp_path)
 
     assert final_metrics(killed) == final_metrics(reference)  # exact equality, not approx
-    rows = lambda d: [{k: v for k, v in json.loads(line).items() if k not in TIMING}  # noqa: E731
-                      for line in (d / "epochs.jsonl").read_text().splitlines()]
+    rows = lambda d: [  # noqa: E731
+        {k: v for k, v in json.loads(line).items() if k not in TIMING}
+        for line in (d / "epochs.jsonl").read_text().splitlines()
+    ]
     assert rows(killed) == rows(reference)
 
     # Both pieces of the killed run log to one W&B run: the id kept in the run dir.

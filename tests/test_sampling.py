@@ -33,7 +33,15 @@ def test_issue_example_returns_exact_count_and_stats():
     res = rejection_sample(proposal, acceptance, num_accepted=20_000, seed=0, device="cpu")
     assert res.batch["x"].shape == (20_000,)
     assert res.batch["log_q"].shape == (20_000,)
-    for key in ("proposals", "accepted", "acceptance_rate", "log_M", "envelope_violations", "seconds", "proposals_per_s"):
+    for key in (
+        "proposals",
+        "accepted",
+        "acceptance_rate",
+        "log_M",
+        "envelope_violations",
+        "seconds",
+        "proposals_per_s",
+    ):
         assert key in res.stats, key
     assert res.stats["accepted"] == 20_000
     assert res.stats["acceptance_rate"] == pytest.approx(20_000 / res.stats["proposals"])
@@ -86,7 +94,9 @@ def test_sampling_leaves_global_rng_untouched():
 def test_budget_error_says_what_happened_and_what_to_change():
     proposal = gaussian(dim=2)
     with pytest.raises(AcceptanceBudgetError) as info:
-        rejection_sample(proposal, Region(Ball(0.05)), num_accepted=10_000, max_proposals=50_000, fail_fast=False, seed=0)
+        rejection_sample(
+            proposal, Region(Ball(0.05)), num_accepted=10_000, max_proposals=50_000, fail_fast=False, seed=0
+        )
     msg = str(info.value)
     assert "50,000 proposals drawn" in msg
     assert "of 10,000 accepted" in msg
@@ -99,7 +109,9 @@ def test_budget_error_says_what_happened_and_what_to_change():
 def test_fail_fast_stops_before_the_budget_is_spent():
     proposal = gaussian(dim=2)
     with pytest.raises(AcceptanceBudgetError, match="stopped early") as info:
-        rejection_sample(proposal, Region(Ball(0.01)), num_accepted=10_000, max_proposals=10_000_000, chunk_size=10_000, seed=0)
+        rejection_sample(
+            proposal, Region(Ball(0.01)), num_accepted=10_000, max_proposals=10_000_000, chunk_size=10_000, seed=0
+        )
     assert info.value.stats["proposals_drawn"] < 1_000_000
 
 
@@ -107,7 +119,13 @@ def test_partial_returns_what_was_accepted_with_a_warning():
     proposal = gaussian(dim=2)
     with pytest.warns(UserWarning, match="allow_partial"):
         res = rejection_sample(
-            proposal, Region(Ball(0.1)), num_accepted=10_000, max_proposals=20_000, allow_partial=True, fail_fast=False, seed=0
+            proposal,
+            Region(Ball(0.1)),
+            num_accepted=10_000,
+            max_proposals=20_000,
+            allow_partial=True,
+            fail_fast=False,
+            seed=0,
         )
     n = res.stats["accepted"]
     assert 0 < n < 10_000
@@ -117,7 +135,9 @@ def test_partial_returns_what_was_accepted_with_a_warning():
 
 def test_partial_with_nothing_accepted_returns_empty_batch_of_the_right_shape():
     with pytest.warns(UserWarning):
-        res = rejection_sample(gaussian(dim=4), Region(Ball(1e-3)), num_accepted=10, max_proposals=1000, allow_partial=True, seed=0)
+        res = rejection_sample(
+            gaussian(dim=4), Region(Ball(1e-3)), num_accepted=10, max_proposals=1000, allow_partial=True, seed=0
+        )
     assert res.batch["x"].shape == (0, 4)
 
 
@@ -162,7 +182,9 @@ def test_auto_envelope_is_raised_and_counted_when_a_larger_ratio_appears():
         def log_prob(self, x):
             return torch.where((x > 0.5) & (x < 0.5001), torch.full_like(x, 8.0), torch.zeros_like(x))
 
-    res = rejection_sample(DistributionProposal(D.Uniform(0.0, 1.0)), DensityRatio(Spiky()), num_proposals=400_000, chunk_size=1000, seed=0)
+    res = rejection_sample(
+        DistributionProposal(D.Uniform(0.0, 1.0)), DensityRatio(Spiky()), num_proposals=400_000, chunk_size=1000, seed=0
+    )
     assert res.stats["envelope_violations"] >= 1
     assert res.stats["envelope_raises"] >= 1
     assert res.stats["log_M"] == pytest.approx(8.0 + math.log(1.2))

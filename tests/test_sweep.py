@@ -21,7 +21,9 @@ TINY = ["experiment=density_grid25", "debug=fast", "trainer.max_epochs=1", "logg
 
 def run_cli(args: list[str], cwd: Path, timeout: int = 600) -> subprocess.CompletedProcess:
     env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
-    done = subprocess.run([sys.executable, "-m", "rsft.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout)
+    done = subprocess.run(
+        [sys.executable, "-m", "rsft.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=timeout
+    )
     assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
     return done
 
@@ -37,8 +39,15 @@ def test_submitit_launchers_compose_and_instantiate():
     hydra.utils.instantiate(local)  # the plugin accepts every field
 
     # Multi-node DDP on SLURM: one task per GPU on every node, as many nodes as the trainer has.
-    slurm = launcher(["hydra/launcher=submitit_slurm", "trainer=ddp", "trainer.devices=4", "trainer.num_nodes=2",
-                      "hydra.launcher.partition=gpu"])
+    slurm = launcher(
+        [
+            "hydra/launcher=submitit_slurm",
+            "trainer=ddp",
+            "trainer.devices=4",
+            "trainer.num_nodes=2",
+            "hydra.launcher.partition=gpu",
+        ]
+    )
     assert slurm._target_.endswith("submitit_launcher.SlurmLauncher")
     assert (slurm.nodes, slurm.tasks_per_node, slurm.gpus_per_node, slurm.partition) == (2, 4, 4, "gpu")
     hydra.utils.instantiate(slurm)
@@ -115,7 +124,9 @@ def test_submitit_local_sweep_then_relaunch_skips_finished(tmp_path):
     out = run_cli(["-m", *args, "skip_finished=true"], cwd=tmp_path)
     assert (done_dir / "metrics.json").stat().st_mtime_ns == stamp
     assert (lost_dir / "metrics.json").is_file()
-    assert sorted(p.name for p in sweep.iterdir() if (p / "run.json").is_file()) == sorted([done_dir.name, lost_dir.name])
+    assert sorted(p.name for p in sweep.iterdir() if (p / "run.json").is_file()) == sorted(
+        [done_dir.name, lost_dir.name]
+    )
     assert "not re-running" in out.stdout + out.stderr
 
 
@@ -123,9 +134,16 @@ def test_submitit_local_sweep_then_relaunch_skips_finished(tmp_path):
 def test_optuna_search_few_trials(tmp_path):
     sweep = tmp_path / "search"
     run_cli(
-        ["hparams_search=density_onpolicy_optuna", "debug=fast", "trainer.max_epochs=1", "logger=none",
-         "sampler.num_accepted=500", "hydra.sweeper.n_trials=3", "hydra.sweeper.sampler.n_startup_trials=2",
-         f"hydra.sweep.dir={sweep}"],
+        [
+            "hparams_search=density_onpolicy_optuna",
+            "debug=fast",
+            "trainer.max_epochs=1",
+            "logger=none",
+            "sampler.num_accepted=500",
+            "hydra.sweeper.n_trials=3",
+            "hydra.sweeper.sampler.n_startup_trials=2",
+            f"hydra.sweep.dir={sweep}",
+        ],
         cwd=tmp_path,
     )
     trials = [json.loads(p.read_text()) for p in sweep.glob("*/metrics.json")]

@@ -10,8 +10,8 @@ import sys
 import pytest
 import yaml
 
-from rsft.tools import table as table_mod
 from rsft.run.config import REPO_ROOT
+from rsft.tools import table as table_mod
 from rsft.tools.table import (
     TableSpecError,
     collect,
@@ -136,7 +136,10 @@ def test_multirun_command_has_deterministic_job_dirs(tmp_path):
 
 
 def test_failure_reason_prefers_rsft_trains_own_line():
-    stderr = "some warning\nrsft-train: error: DatasetUnavailableError: COMPAS is not shipped\n(set HYDRA_FULL_ERROR=1 for the full trace)\n"
+    stderr = (
+        "some warning\nrsft-train: error: DatasetUnavailableError: COMPAS is not shipped\n"
+        "(set HYDRA_FULL_ERROR=1 for the full trace)\n"
+    )
     assert failure_reason(stderr, 1) == "rsft-train: error: DatasetUnavailableError: COMPAS is not shipped"
     assert failure_reason("", 3) == "exit code 3"
 
@@ -161,13 +164,26 @@ def test_the_aif360_spec_covers_the_published_table():
 @pytest.mark.slow
 def test_end_to_end_one_real_row(tmp_path):
     spec = {
-        "title": "german smoke", "seeds": 2, "overrides": ["logger=none", "plot=false", "trainer.max_epochs=2", "model.pretrain.steps=20"],
-        "env": {"OMP_NUM_THREADS": "1"}, "metrics": ["test/balanced_accuracy"],
-        "rows": [{"label": "german", "overrides": ["experiment=credit_german"], "reference": {"test/balanced_accuracy": 0.65}}],
+        "title": "german smoke",
+        "seeds": 2,
+        "overrides": ["logger=none", "plot=false", "trainer.max_epochs=2", "model.pretrain.steps=20"],
+        "env": {"OMP_NUM_THREADS": "1"},
+        "metrics": ["test/balanced_accuracy"],
+        "rows": [
+            {
+                "label": "german",
+                "overrides": ["experiment=credit_german"],
+                "reference": {"test/balanced_accuracy": 0.65},
+            }
+        ],
     }
     path = write_spec(tmp_path, spec, "smoke")
     root = tmp_path / "tables"
-    result = subprocess.run([sys.executable, "-m", "rsft.tools.table", str(path), "--output-root", str(root)], capture_output=True, text=True)
+    result = subprocess.run(
+        [sys.executable, "-m", "rsft.tools.table", str(path), "--output-root", str(root)],
+        capture_output=True,
+        text=True,
+    )
     assert result.returncode == 0, result.stderr
     assert (root / "smoke" / "runs" / "german" / "seed=1" / "metrics.json").is_file()
     assert "(n=2)" in (root / "smoke" / "table.md").read_text()
@@ -208,7 +224,11 @@ def _fake_multirun(tmp_path, fail_rows=(), record=None):
 
 
 def test_parallel_jobs_run_one_cell_per_process_and_respect_after(tmp_path, monkeypatch):
-    spec_dict = {**SPEC, "jobs": 2, "rows": [{"label": "base"}, {"label": "child", "after": "base"}, {"label": "other"}]}
+    spec_dict = {
+        **SPEC,
+        "jobs": 2,
+        "rows": [{"label": "base"}, {"label": "child", "after": "base"}, {"label": "other"}],
+    }
     path = write_spec(tmp_path, spec_dict)
     root = tmp_path / "tables"
     record: list = []
@@ -253,7 +273,11 @@ def test_the_rft_spec_covers_what_the_issue_asks():
         values = [o.split("=", 1)[1] for o in row.overrides if o.startswith(f"{key}=")]
         return values[-1] if values else default
 
-    rft = [r for r in spec.rows if setting(r, "proposal.pool", "sft") == "sft" and setting(r, "acceptance", "all_of") == "all_of"]
+    rft = [
+        r
+        for r in spec.rows
+        if setting(r, "proposal.pool", "sft") == "sft" and setting(r, "acceptance", "all_of") == "all_of"
+    ]
     assert {setting(r, "proposal.k", None) for r in rft} >= {"1", "4", "16", "64"}
     no_dedup = [r for r in spec.rows if setting(r, "acceptance", "all_of") == "verifier"]
     assert no_dedup and all(setting(r, "proposal.pool", "sft") == "sft" for r in no_dedup)

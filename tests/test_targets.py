@@ -13,7 +13,9 @@ from rsft.targets import Banana, Funnel, make_target
 ALPHA = 1e-6  # false-failure rate of each KS test below (p-values are uniform under the null)
 
 
-@pytest.mark.parametrize("name, half_width", [("grid25", 6.0), ("ring8", 4.0), ("banana", 14.0), ("two_moons", 3.0), ("normal", 7.0)])
+@pytest.mark.parametrize(
+    "name, half_width", [("grid25", 6.0), ("ring8", 4.0), ("banana", 14.0), ("two_moons", 3.0), ("normal", 7.0)]
+)
 def test_2d_targets_integrate_to_one(name, half_width):
     target = make_target(name, dim=2)
     n = 401
@@ -21,7 +23,9 @@ def test_2d_targets_integrate_to_one(name, half_width):
     gx, gy = torch.meshgrid(ticks, ticks, indexing="xy")
     pts = torch.stack([gx.flatten(), gy.flatten()], 1)
     cell = (ticks[1] - ticks[0]) ** 2
-    total = float(torch.cat([target.log_prob(chunk.float()).double().exp() for chunk in pts.split(100_000)]).sum() * cell)
+    total = float(
+        torch.cat([target.log_prob(chunk.float()).double().exp() for chunk in pts.split(100_000)]).sum() * cell
+    )
     assert total == pytest.approx(1.0, abs=0.01), total
 
 

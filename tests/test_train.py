@@ -31,7 +31,9 @@ def test_every_experiment_config_composes(name):
 SLOW_SMOKE = {"rft_arithmetic", "drs_flow_onpolicy", "drs_gan"}
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n for n in EXPERIMENTS])
+@pytest.mark.parametrize(
+    "name", [pytest.param(n, marks=pytest.mark.slow) if n in SLOW_SMOKE else n for n in EXPERIMENTS]
+)
 def test_every_experiment_runs_a_fast_smoke_version(name, run_config, tmp_path):
     cfg = run_config(f"experiment={name}", "debug=fast")
     if name in EXPECTED_TO_FAIL:
@@ -64,7 +66,13 @@ def test_default_run_writes_every_file_and_returns_the_objective(run_config, tmp
     run = tmp_path / "run"
     metrics = json.loads((run / "metrics.json").read_text())
     assert value == metrics["val/energy_distance"]
-    for key in ("before/val/nll", "val/nll", "sampling/acceptance_rate", "sampling/log_M", "sampling/envelope_violations"):
+    for key in (
+        "before/val/nll",
+        "val/nll",
+        "sampling/acceptance_rate",
+        "sampling/log_M",
+        "sampling/envelope_violations",
+    ):
         assert key in metrics, key
     assert (run / "plots" / "run.png").stat().st_size > 10_000
     saved = torch.load(run / "accepted" / "epoch_001.pt")
@@ -106,8 +114,14 @@ def test_resume_continues_exactly(run_config, tmp_path):
 
 
 def test_on_empty_error_and_skip(run_config):
-    overrides = ["debug=fast", "acceptance=region", "acceptance.predicate.radius=1e-4", "sampler.num_accepted=null",
-                 "sampler.num_proposals=1000", "plot=false"]
+    overrides = [
+        "debug=fast",
+        "acceptance=region",
+        "acceptance.predicate.radius=1e-4",
+        "sampler.num_accepted=null",
+        "sampler.num_proposals=1000",
+        "plot=false",
+    ]
     with pytest.raises(Exception, match="accepted nothing"):
         train(run_config(*overrides))
     skip_dir = Path(run_config().paths.output_dir).parent / "skip"
@@ -115,22 +129,39 @@ def test_on_empty_error_and_skip(run_config):
         train(run_config(*overrides, "sampler.on_empty=skip", run_dir=skip_dir))
     # every epoch is sampled, skipped and validated: the run is not cut short after the first empty round
     epochs = [json.loads(line) for line in (skip_dir / "epochs.jsonl").read_text().splitlines()]
-    assert [e["epoch"] for e in epochs] == [0, 1] and all(e["sampling/accepted"] == 0 and "val/nll" in e for e in epochs)
+    assert [e["epoch"] for e in epochs] == [0, 1] and all(
+        e["sampling/accepted"] == 0 and "val/nll" in e for e in epochs
+    )
 
 
 def _cli(args: list[str], cwd: Path, env_extra: dict[str, str] | None = None) -> subprocess.CompletedProcess:
     env = {k: v for k, v in os.environ.items() if k != "HYDRA_FULL_ERROR"}
     env.update({"WANDB_MODE": "offline", **(env_extra or {})})
-    return subprocess.run([sys.executable, "-m", "rsft.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    return subprocess.run(
+        [sys.executable, "-m", "rsft.train", *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=600
+    )
 
 
 def test_multirun_grid_as_a_subprocess(tmp_path):
     sweep = tmp_path / "sweep"
-    result = _cli(["-m", "debug=fast", "plot=false", "logger=none", "proposal.scale=2.0,3.0", "seed=0,1", f"hydra.sweep.dir={sweep}"], cwd=tmp_path)
+    result = _cli(
+        [
+            "-m",
+            "debug=fast",
+            "plot=false",
+            "logger=none",
+            "proposal.scale=2.0,3.0",
+            "seed=0,1",
+            f"hydra.sweep.dir={sweep}",
+        ],
+        cwd=tmp_path,
+    )
     assert result.returncode == 0, result.stderr[-3000:]
     finished = sorted(p.parent.name for p in sweep.glob("*/metrics.json"))
     # job dirs are named by their overrides (Hydra's override_dirname)
-    expected = [f"debug=fast,logger=none,plot=False,proposal.scale={s},seed={i}" for s in ("2.0", "3.0") for i in (0, 1)]
+    expected = [
+        f"debug=fast,logger=none,plot=False,proposal.scale={s},seed={i}" for s in ("2.0", "3.0") for i in (0, 1)
+    ]
     assert finished == expected
     assert not (tmp_path / "outputs").exists() and not (tmp_path / "lightning_logs").exists()
 
@@ -140,7 +171,11 @@ def test_cli_bad_input_prints_one_line(tmp_path):
     assert result.returncode != 0
     assert "rsft-train: error: ValueError: acceptance.log_M must be finite" in result.stderr
     assert "Traceback" not in result.stderr
-    full = _cli(["debug=fast", "acceptance.log_M=inf", f"hydra.run.dir={tmp_path / 'r2'}"], cwd=tmp_path, env_extra={"HYDRA_FULL_ERROR": "1"})
+    full = _cli(
+        ["debug=fast", "acceptance.log_M=inf", f"hydra.run.dir={tmp_path / 'r2'}"],
+        cwd=tmp_path,
+        env_extra={"HYDRA_FULL_ERROR": "1"},
+    )
     assert full.returncode != 0 and "Traceback" in full.stderr
 
 

@@ -104,7 +104,10 @@ def test_mode_is_decided_up_front(monkeypatch, tmp_path, no_wandb_account):
 
 def test_group_and_tags():
     assert run_group("density_grid25", {"sweep_dir": None}) == "density_grid25"
-    assert run_group("density_grid25", {"sweep_dir": "/o/multiruns/2026-01-01_00-00-00"}) == "density_grid25-2026-01-01_00-00-00"
+    assert (
+        run_group("density_grid25", {"sweep_dir": "/o/multiruns/2026-01-01_00-00-00"})
+        == "density_grid25-2026-01-01_00-00-00"
+    )
     tags = override_tags(["seed=1", "proposal.scale=2", "x=" + "y" * 100], extra=["mine", "seed=1"])
     assert tags[:3] == ["mine", "seed=1", "proposal.scale=2"]
     assert len(tags) == 4 and len(tags[3]) == 64
@@ -116,8 +119,14 @@ def test_offline_run_reads_back(tmp_path, monkeypatch, no_wandb_account):
     monkeypatch.chdir(cwd)
     run_dir = tmp_path / "run"
     cfg = compose(
-        ["experiment=density_grid25", "debug=fast", "logger=both", "plot=true", "logger.wandb.tags=[smoke]",
-         f"paths.output_dir={run_dir}"]
+        [
+            "experiment=density_grid25",
+            "debug=fast",
+            "logger=both",
+            "plot=true",
+            "logger.wandb.tags=[smoke]",
+            f"paths.output_dir={run_dir}",
+        ]
     )
     train(cfg)
     import wandb
@@ -141,8 +150,14 @@ def test_offline_run_reads_back(tmp_path, monkeypatch, no_wandb_account):
     assert len(logged) == len(epochs) == 2
     for row, epoch in zip(logged, epochs):
         assert row["epoch"] == epoch["epoch"]
-        for key in ("sampling/acceptance_rate", "sampling/proposals", "sampling/accepted", "sampling/envelope_violations",
-                    "sampling/seconds", "train/loss"):
+        for key in (
+            "sampling/acceptance_rate",
+            "sampling/proposals",
+            "sampling/accepted",
+            "sampling/envelope_violations",
+            "sampling/seconds",
+            "train/loss",
+        ):
             assert row[key] == pytest.approx(epoch[key], rel=1e-6), key
     assert any("val/nll" in row for row in run["history"])
     assert [row["run_plot/count"] for row in run["history"] if "run_plot/_type" in row] == [1]

@@ -164,7 +164,8 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
                 )
             extra_rows = num_rows(rows)
             action = (
-                f"training on the proposal's {extra_rows:,} extra rows only" if extra_rows
+                f"training on the proposal's {extra_rows:,} extra rows only"
+                if extra_rows
                 else "skipping this epoch's training"
             )
             warnings.warn(f"{message}; {action} (sampler.on_empty=skip)", stacklevel=2)
@@ -247,4 +248,6 @@ def combine_rank_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
 def _short(stats: dict[str, float]) -> str:
     keys = ("proposals", "accepted", "acceptance_rate", "log_M", "envelope_violations")
     keys += tuple(k for k in stats if k.startswith(("round_", "rule")))
-    return ", ".join(f"{k}={stats[k]:.4g}" if isinstance(stats[k], float) else f"{k}={stats[k]}" for k in keys if k in stats)
+    return ", ".join(
+        f"{k}={stats[k]:.4g}" if isinstance(stats[k], float) else f"{k}={stats[k]}" for k in keys if k in stats
+    )

@@ -28,7 +28,9 @@ def move_distribution(dist: D.Distribution, device: torch.device | str) -> D.Dis
     if not isinstance(dist, D.Distribution):
         if hasattr(dist, "to"):
             return dist.to(device)
-        raise TypeError(f"cannot move {type(dist).__name__} to {device}: it is not a torch distribution and has no to()")
+        raise TypeError(
+            f"cannot move {type(dist).__name__} to {device}: it is not a torch distribution and has no to()"
+        )
     return _moved(dist, device)
 
 

@@ -134,7 +134,9 @@ def rejection_sample(
     picks :func:`default_chunk_size` for the device.
     """
     if (num_accepted is None) == (num_proposals is None):
-        raise ValueError("give exactly one of num_accepted and num_proposals (sampler.num_accepted / sampler.num_proposals)")
+        raise ValueError(
+            "give exactly one of num_accepted and num_proposals (sampler.num_accepted / sampler.num_proposals)"
+        )
     if chunk_size is not None:
         chunk_size = _positive_int("chunk_size", chunk_size, "sampler.chunk_size")
     if num_accepted is not None:
@@ -234,7 +236,8 @@ class _Draws:
                 index = index[:take]
                 if self.out is None:
                     self.out = {
-                        k: torch.empty((self.target, *v.shape[1:]), dtype=v.dtype, device=v.device) for k, v in batch.items()
+                        k: torch.empty((self.target, *v.shape[1:]), dtype=v.dtype, device=v.device)
+                        for k, v in batch.items()
                     }
                 self._copy(batch, index)
                 self.consumed = self.drawn + int(index[-1]) + 1
@@ -335,4 +338,6 @@ def _raise_or_warn(
     if not allow_partial:
         raise AcceptanceBudgetError(f"{why}. {fix}", stats)
     stats["partial"] = 1
-    warnings.warn(f"returning {accepted:,} of {target:,} requested samples (sampler.allow_partial=true): {why}", stacklevel=3)
+    warnings.warn(
+        f"returning {accepted:,} of {target:,} requested samples (sampler.allow_partial=true): {why}", stacklevel=3
+    )

@@ -62,8 +62,13 @@ def train(cfg: DictConfig) -> float | None:
     acceptance = hydra.utils.instantiate(cfg.acceptance, _convert_="all")
     model = hydra.utils.instantiate(cfg.model.net, _convert_="all")
     datamodule = RejectionSamplingDataModule(
-        proposal, acceptance, task, sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
-        batch_size=cfg.model.batch_size, seed=cfg.seed, run_dir=run_dir,
+        proposal,
+        acceptance,
+        task,
+        sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
+        batch_size=cfg.model.batch_size,
+        seed=cfg.seed,
+        run_dir=run_dir,
     )
     ckpt_path = resolve_checkpoint(cfg.get("resume"), run_dir)
     before_path = run_dir / "before.json"
@@ -134,10 +139,15 @@ def _initial_weights(cfg: DictConfig, model: Any, proposal: Any, task: Any, run_
         return
     source = proposal.pretraining_source(model)
     generator = torch.Generator().manual_seed(cfg.seed + 7919)
-    schedule = {key: cfg.model.pretrain[key] for key in ("lr", "lr_schedule") if cfg.model.pretrain.get(key) is not None}
+    schedule = {
+        key: cfg.model.pretrain[key] for key in ("lr", "lr_schedule") if cfg.model.pretrain.get(key) is not None
+    }
     losses = model.pretrain(
-        lambda n, g: task.annotate(source.sample(n, g)), cfg.model.pretrain.steps, cfg.model.pretrain.batch_size,
-        generator, **schedule,
+        lambda n, g: task.annotate(source.sample(n, g)),
+        cfg.model.pretrain.steps,
+        cfg.model.pretrain.batch_size,
+        generator,
+        **schedule,
     )
     log.info("pre-trained %d steps on the proposal: loss %.4f -> %.4f", len(losses), losses[0], losses[-1])
     if cfg.model.get("save_pretrained", False):  # so other runs can start here (model.init_checkpoint)
@@ -186,8 +196,14 @@ def _final_metrics(
 
 
 def _report(
-    cfg: DictConfig, run_dir: Path, metrics: dict[str, float], task: Any, datamodule: RejectionSamplingDataModule,
-    model: Any, loggers: list[Any], record: dict[str, Any] | None,
+    cfg: DictConfig,
+    run_dir: Path,
+    metrics: dict[str, float],
+    task: Any,
+    datamodule: RejectionSamplingDataModule,
+    model: Any,
+    loggers: list[Any],
+    record: dict[str, Any] | None,
 ) -> None:
     """Rank 0 only: metrics.json, the plot, the W&B summary, the run record, the console summary."""
     write_json(run_dir / "metrics.json", metrics)
@@ -216,7 +232,8 @@ def _print_summary(metrics: dict[str, float], run_dir: Path) -> None:
     rows = [
         (k, v)
         for k, v in sorted(metrics.items())
-        if k.startswith(("before/", "val/", "test/")) or k in ("sampling/acceptance_rate", "sampling/log_M", "sampling/envelope_violations", "wall_seconds")
+        if k.startswith(("before/", "val/", "test/"))
+        or k in ("sampling/acceptance_rate", "sampling/log_M", "sampling/envelope_violations", "wall_seconds")
     ]
     width = max((len(k) for k, _ in rows), default=10)
 
@@ -246,7 +263,11 @@ def _entry(cfg: DictConfig) -> float | None:
     except Exception as err:  # noqa: BLE001 - turn any failure into one readable line at the CLI
         if os.environ.get("HYDRA_FULL_ERROR") == "1":
             raise
-        print(f"rsft-train: error: {_one_line(err)}\n(set HYDRA_FULL_ERROR=1 for the full trace)", file=sys.stderr, flush=True)
+        print(
+            f"rsft-train: error: {_one_line(err)}\n(set HYDRA_FULL_ERROR=1 for the full trace)",
+            file=sys.stderr,
+            flush=True,
+        )
         raise SystemExit(1) from None
 
 

@@ -34,9 +34,7 @@ class DensityRatio(ProbabilisticAcceptance):
         if isinstance(target, str):
             target = make_target(target)
         if not hasattr(target, "log_prob"):
-            raise TypeError(
-                f"acceptance.target must have a log_prob method, got {type(target).__name__}"
-            )
+            raise TypeError(f"acceptance.target must have a log_prob method, got {type(target).__name__}")
         if isinstance(log_M, str):
             if log_M != "auto":
                 raise ValueError(f"acceptance.log_M must be a number or 'auto', got {log_M!r}")
@@ -142,8 +140,7 @@ class Region(Acceptance):
         if not (torch.is_tensor(mask) and mask.dtype == torch.bool and mask.shape == x.shape[:1]):
             got = f"{mask.dtype} tensor of shape {tuple(mask.shape)}" if torch.is_tensor(mask) else type(mask).__name__
             raise ValueError(
-                f"the region predicate must return one bool per candidate (shape ({x.shape[0]},)), "
-                f"got {got}"
+                f"the region predicate must return one bool per candidate (shape ({x.shape[0]},)), got {got}"
             )
         return mask
 
@@ -169,7 +166,9 @@ class Ball:
         if self.center != 0.0:
             raise ValueError("only defined for a ball centred at the origin")
         # P(χ²_d < r²) = regularised lower incomplete gamma P(d/2, r²/2)
-        value = torch.special.gammainc(torch.tensor(dim / 2, dtype=torch.float64), torch.tensor(self.radius**2 / 2, dtype=torch.float64))
+        value = torch.special.gammainc(
+            torch.tensor(dim / 2, dtype=torch.float64), torch.tensor(self.radius**2 / 2, dtype=torch.float64)
+        )
         return float(torch.log(value))
 
 

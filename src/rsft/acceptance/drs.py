@@ -25,7 +25,9 @@ from rsft.acceptance.base import ProbabilisticAcceptance, check_finite
 from rsft.batch import Batch, require_methods
 
 
-def drs_log_accept(logit: torch.Tensor, max_logit: float, epsilon: float, gamma_percentile: float) -> tuple[torch.Tensor, float]:
+def drs_log_accept(
+    logit: torch.Tensor, max_logit: float, epsilon: float, gamma_percentile: float
+) -> tuple[torch.Tensor, float]:
     """log σ(F) for each logit and the γ used (in float64; see the module docstring)."""
     logit = logit.double()
     gap = logit - max_logit  # ≤ 0 when max_logit covers this chunk
@@ -48,7 +50,9 @@ class DiscriminatorRejection(ProbabilisticAcceptance):
         self.start()
 
     def bind(self, model: Any) -> None:
-        require_methods(model, ("discriminator_logit",), who="acceptance=drs", fix="use model=gan (it has a discriminator)")
+        require_methods(
+            model, ("discriminator_logit",), who="acceptance=drs", fix="use model=gan (it has a discriminator)"
+        )
         self.model = model
 
     def start(self) -> None:
@@ -59,7 +63,9 @@ class DiscriminatorRejection(ProbabilisticAcceptance):
 
     def log_accept_prob(self, batch: Batch) -> torch.Tensor:
         if self.model is None:
-            raise RuntimeError("acceptance=drs was asked to judge before bind(model): the data module binds the run's model")
+            raise RuntimeError(
+                "acceptance=drs was asked to judge before bind(model): the data module binds the run's model"
+            )
         with torch.no_grad():
             logit = self.model.discriminator_logit(batch["x"])
         check_finite("discriminator logit", logit, allow_neg_inf=False)

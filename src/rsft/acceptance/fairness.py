@@ -34,7 +34,8 @@ def _require_fields(batch: Batch, rule: str, fields: tuple[str, ...] = ("s", "y"
     if missing:
         raise KeyError(
             f"acceptance={rule} needs the field(s) {missing} in the proposal's batch (sensitive attribute 's', "
-            f"label 'y', row 'index'), which has {sorted(batch)}: use proposal=dataset with a task that has a sensitive attribute"
+            f"label 'y', row 'index'), which has {sorted(batch)}: use proposal=dataset with a task that has a "
+            "sensitive attribute"
         )
 
 
@@ -170,7 +171,9 @@ class PreferentialSampling(ProbabilisticAcceptance):
 
     def bind(self, model: Any) -> None:
         require_methods(
-            model, ("predict_proba",), who="acceptance=preferential_sampling (it ranks rows by the model's scores)",
+            model,
+            ("predict_proba",),
+            who="acceptance=preferential_sampling (it ranks rows by the model's scores)",
             fix="use a tabular classifier (model=logistic or model=mlp_tabular)",
         )
         self.model = model
@@ -185,15 +188,20 @@ class PreferentialSampling(ProbabilisticAcceptance):
             self.copies = None
             return
         x = self.rows["x"]
-        scores = torch.cat([self.model.predict_proba(x[i : i + self.score_batch_size].to(self.model.device)).to(x.device)
-                            for i in range(0, x.shape[0], self.score_batch_size)])
+        scores = torch.cat(
+            [
+                self.model.predict_proba(x[i : i + self.score_batch_size].to(self.model.device)).to(x.device)
+                for i in range(0, x.shape[0], self.score_batch_size)
+            ]
+        )
         self.copies = preferential_copies(scores, self.rows["s"], self.rows["y"])
         self.log_accept = (self.copies.double() / self.copies.max()).log().float()
 
     def log_accept_prob(self, batch: Batch) -> torch.Tensor:
         if self.copies is None:
             raise RuntimeError(
-                "acceptance=preferential_sampling ranks rows by the model being trained; it was used before bind(model) "
+                "acceptance=preferential_sampling ranks rows by the model being trained; it was used before "
+                "bind(model) "
                 "(the data module binds the model each round)"
             )
         _require_fields(batch, "preferential_sampling", ("index",))

@@ -86,10 +86,12 @@ def equal_opportunity_difference(decisions: torch.Tensor, y: torch.Tensor, s: to
 
 def theil_index(decisions: torch.Tensor, y: torch.Tensor) -> float:
     """Generalized entropy index with α = 1 on benefits b = ŷ − y + 1: mean((b/μ) ln(b/μ)), 0 ln 0 = 0."""
-    b = (decisions.double() - y.double() + 1.0)
+    b = decisions.double() - y.double() + 1.0
     mu = b.mean()
     ratio = b / mu
-    terms = torch.where(ratio > 0, ratio * torch.log(torch.where(ratio > 0, ratio, torch.ones_like(ratio))), torch.zeros_like(ratio))
+    terms = torch.where(
+        ratio > 0, ratio * torch.log(torch.where(ratio > 0, ratio, torch.ones_like(ratio))), torch.zeros_like(ratio)
+    )
     return float(terms.mean())
 
 

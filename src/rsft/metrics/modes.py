@@ -29,7 +29,9 @@ import torch
 def mode_coverage(x: torch.Tensor, means: torch.Tensor, std: float, k_std: float = 4.0) -> dict[str, float]:
     """``hq_percent``, ``recovered_modes`` and ``hq_std`` of samples ``x`` (n, d) (see the module doc)."""
     if x.dim() != 2 or means.dim() != 2 or x.shape[1] != means.shape[1]:
-        raise ValueError(f"mode_coverage needs samples (n, d) and means (K, d), got {tuple(x.shape)} and {tuple(means.shape)}")
+        raise ValueError(
+            f"mode_coverage needs samples (n, d) and means (K, d), got {tuple(x.shape)} and {tuple(means.shape)}"
+        )
     if x.shape[0] == 0:
         raise ValueError("mode_coverage needs at least one sample, got none")
     if not (std > 0 and k_std > 0):

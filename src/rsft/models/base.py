@@ -33,8 +33,15 @@ class FineTunedModel(pl.LightningModule):
             return None
         loss = self.training_loss(batch)
         # sync_dist: under multi-process training the logged epoch loss is the mean over ranks.
-        self.log("train/loss", loss, on_step=False, on_epoch=True, prog_bar=True, sync_dist=True,
-                 batch_size=len(next(iter(batch.values()))))
+        self.log(
+            "train/loss",
+            loss,
+            on_step=False,
+            on_epoch=True,
+            prog_bar=True,
+            sync_dist=True,
+            batch_size=len(next(iter(batch.values()))),
+        )
         return loss
 
     def configure_optimizers(self):
@@ -65,7 +72,8 @@ class FineTunedModel(pl.LightningModule):
         optimiser = torch.optim.Adam(self.parameters(), lr=lr, weight_decay=self.weight_decay)
         schedule = (
             torch.optim.lr_scheduler.CosineAnnealingLR(optimiser, T_max=max(steps - 1, 1), eta_min=lr * 0.05)
-            if lr_schedule == "cosine" else None
+            if lr_schedule == "cosine"
+            else None
         )
         losses = []
         self.train()
@@ -80,7 +88,9 @@ class FineTunedModel(pl.LightningModule):
             losses.append(float(loss.detach()))
         return losses
 
-    def pretrain_lr(self, steps: int, batch_size: int, lr: float | None, lr_schedule: str, schedules: tuple[str, ...]) -> float:
+    def pretrain_lr(
+        self, steps: int, batch_size: int, lr: float | None, lr_schedule: str, schedules: tuple[str, ...]
+    ) -> float:
         """Check the ``model.pretrain`` settings; return the learning rate to pre-train at."""
         if steps < 0 or batch_size <= 0:
             raise ValueError(f"model.pretrain needs steps ≥ 0 and batch_size > 0, got {steps}, {batch_size}")
@@ -89,14 +99,18 @@ class FineTunedModel(pl.LightningModule):
             raise ValueError(f"model.pretrain.lr must be positive (or null: model.net.lr), got {lr}")
         if lr_schedule not in schedules:
             choices = " or ".join(repr(x) for x in schedules)
-            raise ValueError(f"model.pretrain.lr_schedule must be {choices} for {type(self).__name__}, got {lr_schedule!r}")
+            raise ValueError(
+                f"model.pretrain.lr_schedule must be {choices} for {type(self).__name__}, got {lr_schedule!r}"
+            )
         return lr
 
     def load_initial_weights(self, path: str | Path) -> None:
         """Start fine-tuning from a checkpoint's weights (a Lightning ``.ckpt`` or a state dict)."""
         path = Path(path)
         if not path.is_file():
-            raise FileNotFoundError(f"model.init_checkpoint={str(path)!r} does not exist; give the path of a .ckpt file")
+            raise FileNotFoundError(
+                f"model.init_checkpoint={str(path)!r} does not exist; give the path of a .ckpt file"
+            )
         state = torch.load(path, map_location="cpu", weights_only=False)
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         try:

@@ -132,7 +132,9 @@ class CausalLM(FineTunedModel):
             loss_mask[row, len(p) : len(p) + len(c)] = True
         return {"tokens": tokens.to(self.device), "loss_mask": loss_mask.to(self.device)}
 
-    def pack(self, prompt_ids: torch.Tensor, key_mask: torch.Tensor, completion: torch.Tensor, length: torch.Tensor) -> Batch:
+    def pack(
+        self, prompt_ids: torch.Tensor, key_mask: torch.Tensor, completion: torch.Tensor, length: torch.Tensor
+    ) -> Batch:
         """Right-padded training rows from left-padded prompts and sampled completions (vectorised)."""
         n, width = prompt_ids.shape
         full = torch.cat([prompt_ids, completion], dim=1)
@@ -284,8 +286,11 @@ class CausalLM(FineTunedModel):
         if self.eval_k > 0:
             k = self.eval_k
             sampled = self.generate(
-                prompt_ids.repeat_interleave(k, 0), key_mask.repeat_interleave(k, 0),
-                max_new_tokens=self.eval_max_new_tokens, generator=generator, temperature=self.eval_temperature,
+                prompt_ids.repeat_interleave(k, 0),
+                key_mask.repeat_interleave(k, 0),
+                max_new_tokens=self.eval_max_new_tokens,
+                generator=generator,
+                temperature=self.eval_temperature,
             )
             rep = ids.repeat_interleave(k)
             s = task.score(rep, self.decode(sampled["completion"]))

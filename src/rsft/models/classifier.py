@@ -46,7 +46,10 @@ class MLPClassifier(FineTunedModel):
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
         if "y" not in batch:
-            raise KeyError(f"the classifier needs labels 'y' in the accepted batch, which has {sorted(batch)}: use a task that labels its candidates")
+            raise KeyError(
+                f"the classifier needs labels 'y' in the accepted batch, which has {sorted(batch)}: use a task that "
+                "labels its candidates"
+            )
         return nn.functional.cross_entropy(self(batch["x"]), batch["y"])
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -56,7 +56,9 @@ class FlowModel(FineTunedModel):
     # -- density and sampling -------------------------------------------------------------
     def log_prob(self, x: torch.Tensor) -> torch.Tensor:
         if x.shape[-1] != self.dim:  # otherwise a bare matmul shape error from deep inside the flow
-            raise ValueError(f"model.net.dim={self.dim} but the samples are {x.shape[-1]}-D; set model.net.dim to task.dim")
+            raise ValueError(
+                f"model.net.dim={self.dim} but the samples are {x.shape[-1]}-D; set model.net.dim to task.dim"
+            )
         return self.flow().log_prob(x / self.scale) - self.dim * math.log(self.scale)
 
     @torch.no_grad()

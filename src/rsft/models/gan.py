@@ -7,8 +7,8 @@ logit (``acceptance=drs``). What that needs from the model:
 - ``pretrain``: the GAN is trained adversarially on real samples (the non-saturating loss of
   Goodfellow et al., so that the optimal discriminator's logit is log p_data/p_g), then the generator
   is frozen and the discriminator alone is trained further on real vs generated samples for the
-  last ``calibration_fraction`` of the pre-training steps (DRS, §3: the discriminator is calibrated after the generator is fixed, so
-  its logit estimates the density ratio of *this* generator);
+  last ``calibration_fraction`` of the pre-training steps (DRS, §3: the discriminator is calibrated after the
+  generator is fixed, so its logit estimates the density ratio of *this* generator);
 - ``generate(n, generator)``: generator samples (``proposal=generator`` draws them);
 - ``discriminator_logit(x)``: D̃(x), what the DRS rule reads.
 
@@ -91,7 +91,9 @@ class GANModel(FineTunedModel):
     # -- pre-training: adversarial, then discriminator calibration ------------------------
     def _discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
         logits_real, logits_fake = self.discriminator_logit(real), self.discriminator_logit(fake)
-        return bce_logits(logits_real, torch.ones_like(logits_real)) + bce_logits(logits_fake, torch.zeros_like(logits_fake))
+        return bce_logits(logits_real, torch.ones_like(logits_real)) + bce_logits(
+            logits_fake, torch.zeros_like(logits_fake)
+        )
 
     def pretrain(
         self,

@@ -33,7 +33,9 @@ class HFTokenizer:
 
     def __init__(self, tokenizer: Any):
         if tokenizer.eos_token_id is None:
-            raise ValueError("the Hugging Face tokenizer has no eos token; set one (tokenizer.eos_token) before saving it")
+            raise ValueError(
+                "the Hugging Face tokenizer has no eos token; set one (tokenizer.eos_token) before saving it"
+            )
         self.inner = tokenizer
         self.eos_id = int(tokenizer.eos_token_id)
         self.pad_id = int(tokenizer.pad_token_id) if tokenizer.pad_token_id is not None else self.eos_id
@@ -68,17 +70,27 @@ class HFCausalLM(CausalLM):
         """``settings``: the shared language-model options of :class:`CausalLM` (max_seq_len, lr, eval_k, …)."""
         super().__init__(**settings)
         if (path is None) == (config is None):
-            raise ValueError("model=hf_causal_lm needs exactly one of model.net.path (a local directory) and model.net.config")
+            raise ValueError(
+                "model=hf_causal_lm needs exactly one of model.net.path (a local directory) and model.net.config"
+            )
         self.save_hyperparameters()
         transformers = _require("transformers")
         if tokenizer_path is not None:
-            self.tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(self._local(tokenizer_path, "tokenizer_path"), local_files_only=True))
+            self.tokenizer = HFTokenizer(
+                transformers.AutoTokenizer.from_pretrained(
+                    self._local(tokenizer_path, "tokenizer_path"), local_files_only=True
+                )
+            )
         elif path is not None:
-            self.tokenizer = HFTokenizer(transformers.AutoTokenizer.from_pretrained(self._local(path, "path"), local_files_only=True))
+            self.tokenizer = HFTokenizer(
+                transformers.AutoTokenizer.from_pretrained(self._local(path, "path"), local_files_only=True)
+            )
         else:
             self.tokenizer = CharTokenizer(alphabet)
         if path is not None:
-            self.hf = transformers.AutoModelForCausalLM.from_pretrained(self._local(path, "path"), local_files_only=True)
+            self.hf = transformers.AutoModelForCausalLM.from_pretrained(
+                self._local(path, "path"), local_files_only=True
+            )
         else:
             config = dict(config)
             model_type = config.pop("model_type", None)
@@ -89,7 +101,9 @@ class HFCausalLM(CausalLM):
                 value = getattr(self.tokenizer, key.replace("_token", ""), None)
                 if value is not None:
                     config.setdefault(key, value)
-            self.hf = transformers.AutoModelForCausalLM.from_config(transformers.AutoConfig.for_model(model_type, **config))
+            self.hf = transformers.AutoModelForCausalLM.from_config(
+                transformers.AutoConfig.for_model(model_type, **config)
+            )
         if self.hf.get_input_embeddings().num_embeddings < self.tokenizer.vocab_size:
             raise ValueError(
                 f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model's embedding only "
@@ -135,5 +149,7 @@ class HFCausalLM(CausalLM):
     def step_logits(self, ids, positions, key_mask, cache, use_cache):
         attention = None if key_mask is None else key_mask.long()
         keyword = self._cache_keyword()
-        out = self.hf(input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=use_cache, **{keyword: cache})
+        out = self.hf(
+            input_ids=ids, attention_mask=attention, position_ids=positions, use_cache=use_cache, **{keyword: cache}
+        )
         return out.logits, (getattr(out, keyword) if use_cache else None)

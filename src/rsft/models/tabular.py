@@ -43,7 +43,10 @@ class BinaryTabularClassifier(FineTunedModel):
             raise ValueError(f"model.net.l2 must be ≥ 0, got {l2}")
         eval_splits = tuple(eval_splits)
         if threshold_split not in eval_splits:
-            raise ValueError(f"model.net.threshold_split={threshold_split!r} must be one of model.net.eval_splits={list(eval_splits)}")
+            raise ValueError(
+                f"model.net.threshold_split={threshold_split!r} must be one of "
+                f"model.net.eval_splits={list(eval_splits)}"
+            )
         self.save_hyperparameters()
         layers: list[nn.Module] = []
         width = int(input_dim)
@@ -90,7 +93,10 @@ class BinaryTabularClassifier(FineTunedModel):
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
         if "s" not in batch:
-            raise KeyError(f"fairness evaluation needs the sensitive attribute 's' in every evaluation batch, which has {sorted(batch)}")
+            raise KeyError(
+                "fairness evaluation needs the sensitive attribute 's' in every evaluation batch, which has "
+                f"{sorted(batch)}"
+            )
         self._collected.setdefault(dataloader_idx, []).append((self.predict_proba(batch["x"]), batch["y"], batch["s"]))
 
     def on_validation_epoch_end(self) -> None:
@@ -125,5 +131,7 @@ class MLPTabularClassifier(BinaryTabularClassifier):
 
     def __init__(self, input_dim: int, hidden: tuple[int, ...] = (64, 64), **kwargs):
         if not hidden:
-            raise ValueError("model=mlp_tabular needs at least one hidden layer in model.net.hidden (use model=logistic for none)")
+            raise ValueError(
+                "model=mlp_tabular needs at least one hidden layer in model.net.hidden (use model=logistic for none)"
+            )
         super().__init__(input_dim, hidden=tuple(hidden), **kwargs)

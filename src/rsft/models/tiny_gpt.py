@@ -47,7 +47,9 @@ class Block(nn.Module):
         self.ln1 = nn.LayerNorm(n_embd)
         self.attn = SelfAttention(n_embd, n_head, dropout)
         self.ln2 = nn.LayerNorm(n_embd)
-        self.mlp = nn.Sequential(nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout))
+        self.mlp = nn.Sequential(
+            nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout)
+        )
 
     def forward(self, x, mask, past):
         h, kv = self.attn(self.ln1(x), mask, past)
@@ -110,7 +112,8 @@ class TinyGPT(CausalLM):
         b, t = ids.shape
         if int(positions.max()) >= self.max_seq_len:
             raise ContextWindowError(
-                f"position {int(positions.max())} is outside the context window model.net.max_seq_len={self.max_seq_len}"
+                f"position {int(positions.max())} is outside the context window "
+                f"model.net.max_seq_len={self.max_seq_len}"
             )
         past = 0 if cache is None else cache[0][0].shape[2]
         mask = None

@@ -34,6 +34,9 @@ class DatasetProposal(Proposal):
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         device = self.rows["index"].device
         if generator.device != device:
-            raise ValueError(f"the dataset rows live on {device} but the generator on {generator.device}; move the proposal with .to()")
+            raise ValueError(
+                f"the dataset rows live on {device} but the generator on {generator.device}; "
+                "move the proposal with .to()"
+            )
         picks = torch.randint(self.size, (n,), generator=generator, device=device)
         return {k: v[picks] for k, v in self.rows.items()}

@@ -15,9 +15,7 @@ class DistributionProposal(Proposal):
 
     def __init__(self, dist: D.Distribution):
         if not isinstance(dist, D.Distribution):
-            raise TypeError(
-                f"DistributionProposal needs a torch.distributions.Distribution, got {type(dist).__name__}"
-            )
+            raise TypeError(f"DistributionProposal needs a torch.distributions.Distribution, got {type(dist).__name__}")
         if dist.batch_shape != torch.Size():
             raise ValueError(
                 f"the proposal distribution has batch shape {tuple(dist.batch_shape)}; rsft needs one "
@@ -54,7 +52,9 @@ def isotropic_student_t(dim: int, df: float = 3.0, scale: float = 1.0) -> D.Dist
         raise ValueError(f"dim must be a positive integer, got {dim} (set task.dim)")
     if not (df > 0 and scale > 0):
         raise ValueError(f"student_t needs df > 0 and scale > 0, got df={df}, scale={scale}")
-    return D.Independent(D.StudentT(torch.full((dim,), float(df)), torch.zeros(dim), torch.full((dim,), float(scale))), 1)
+    return D.Independent(
+        D.StudentT(torch.full((dim,), float(df)), torch.zeros(dim), torch.full((dim,), float(scale))), 1
+    )
 
 
 def uniform_box(dim: int, low: float, high: float) -> D.Distribution:

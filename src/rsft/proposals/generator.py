@@ -52,5 +52,7 @@ class GeneratorProposal(Proposal):
 
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         if self.model is None:
-            raise RuntimeError("GeneratorProposal.sample called before bind(model): the data module binds the run's model")
+            raise RuntimeError(
+                "GeneratorProposal.sample called before bind(model): the data module binds the run's model"
+            )
         return {"x": self.model.generate(n, generator)}

@@ -28,9 +28,7 @@ class ModelProposal(Proposal):
 
     def __init__(self, defensive: D.Distribution | None = None, defensive_weight: float = 0.1):
         if not 0.0 <= defensive_weight < 1.0:
-            raise ValueError(
-                f"proposal.defensive_weight must be in [0, 1), got {defensive_weight}"
-            )
+            raise ValueError(f"proposal.defensive_weight must be in [0, 1), got {defensive_weight}")
         if defensive_weight > 0 and defensive is None:
             raise ValueError("proposal.defensive_weight > 0 needs a proposal.defensive distribution")
         self.defensive = defensive
@@ -47,7 +45,9 @@ class ModelProposal(Proposal):
 
     def bind(self, model: Any) -> None:
         require_methods(
-            model, ("sample_with_log_prob",), who="proposal=model",
+            model,
+            ("sample_with_log_prob",),
+            who="proposal=model",
             fix="choose a generative model that samples with log-densities (e.g. model=flow)",
         )
         self.model = model
@@ -68,7 +68,9 @@ class ModelProposal(Proposal):
     @torch.no_grad()
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         if self.model is None:
-            raise RuntimeError("ModelProposal.sample called before bind(model): the data module binds the model being trained")
+            raise RuntimeError(
+                "ModelProposal.sample called before bind(model): the data module binds the model being trained"
+            )
         w = self.defensive_weight
         if w == 0.0:
             x, log_q = self.model.sample_with_log_prob(n, generator)

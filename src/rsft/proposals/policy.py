@@ -106,13 +106,18 @@ class PolicyProposal(Proposal):
                 f"{max_new_tokens}, {chunk_prompts}, {passes_per_round}"
             )
         if not hasattr(task, "score") or not hasattr(task, "pool"):
-            raise TypeError(f"proposal=policy needs a task with problem pools and a verifier (task=arithmetic), got {type(task).__name__}")
+            raise TypeError(
+                "proposal=policy needs a task with problem pools and a verifier (task=arithmetic), "
+                f"got {type(task).__name__}"
+            )
         self.task = task
         self.k = k
         self.pool_name = pool
         self.ids = task.pool(pool)
         if prompts_per_round is not None and prompts_per_round <= 0:
-            raise ValueError(f"proposal.prompts_per_round must be positive or null (the whole pool), got {prompts_per_round}")
+            raise ValueError(
+                f"proposal.prompts_per_round must be positive or null (the whole pool), got {prompts_per_round}"
+            )
         self.prompts_per_round = prompts_per_round
         self.chunk_prompts = int(chunk_prompts)
         self.policy = policy
@@ -131,7 +136,9 @@ class PolicyProposal(Proposal):
     def bind(self, model: Any) -> None:
         """Use ``model`` from now on; a new round starts (fresh prompt order and figures)."""
         require_methods(
-            model, ("generate", "encode_prompts", "pack", "decode"), who="proposal=policy",
+            model,
+            ("generate", "encode_prompts", "pack", "decode"),
+            who="proposal=policy",
             fix="choose a language model (model=tiny_gpt or model=hf_causal_lm)",
         )
         self.model = model
@@ -164,11 +171,13 @@ class PolicyProposal(Proposal):
     # -- drawing ---------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator) -> Batch:
         if self.model is None:
-            raise RuntimeError("PolicyProposal.sample called before bind(model): the data module binds the model being trained")
+            raise RuntimeError(
+                "PolicyProposal.sample called before bind(model): the data module binds the model being trained"
+            )
         if n % self.k:
             raise ValueError(
-                f"the engine asked for {n} candidates, not a multiple of proposal.k={self.k}: the k samples of a prompt "
-                "must stay in one chunk. Set sampler.chunk_size and sampler.num_proposals to multiples of k "
+                f"the engine asked for {n} candidates, not a multiple of proposal.k={self.k}: the k samples of a "
+                "prompt must stay in one chunk. Set sampler.chunk_size and sampler.num_proposals to multiples of k "
                 "(conf/proposal/policy.yaml derives both)"
             )
         pieces = []
@@ -189,8 +198,14 @@ class PolicyProposal(Proposal):
             model.load_state_dict(self._snapshot)
         try:
             out = model.generate(
-                ids, mask, max_new_tokens=self.max_new_tokens, generator=generator, temperature=self.temperature,
-                top_k=self.top_k, top_p=self.top_p, use_cache=self.use_cache,
+                ids,
+                mask,
+                max_new_tokens=self.max_new_tokens,
+                generator=generator,
+                temperature=self.temperature,
+                top_k=self.top_k,
+                top_p=self.top_p,
+                use_cache=self.use_cache,
             )
         finally:
             if current is not None:
@@ -257,9 +272,14 @@ class PolicyProposal(Proposal):
         batch = accepted
         if self.mix_gold:
             gold = gold_rows(self.task, self.model, self.task.pool("sft"))
-            batch = {key: torch.cat([accepted[key], gold[key].to(accepted[key].device, accepted[key].dtype)]) for key in accepted}
+            batch = {
+                key: torch.cat([accepted[key], gold[key].to(accepted[key].device, accepted[key].dtype)])
+                for key in accepted
+            }
         if self.passes_per_round > 1:
-            batch = {key: value.repeat(self.passes_per_round, *([1] * (value.dim() - 1))) for key, value in batch.items()}
+            batch = {
+                key: value.repeat(self.passes_per_round, *([1] * (value.dim() - 1))) for key, value in batch.items()
+            }
         return batch
 
     def pretraining_source(self, model: Any) -> GoldProposal:

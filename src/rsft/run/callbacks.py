@@ -67,12 +67,17 @@ class SamplingStatsLogger(pl.Callback):
             # The envelope figures only where the rule has an envelope (density ratios, DRS).
             envelope = (
                 f", log M {stats['log_M']:.4g}, {int(stats.get('envelope_violations', 0))} envelope violations"
-                if math.isfinite(stats.get("log_M", math.nan)) else ""
+                if math.isfinite(stats.get("log_M", math.nan))
+                else ""
             )
             log.info(
                 "epoch %d: accepted %d of %d proposals (rate %.4g)%s, %.2f s",
-                trainer.current_epoch, stats["accepted"], stats.get("proposals", 0), stats.get("acceptance_rate", math.nan),
-                envelope, stats.get("seconds", math.nan),
+                trainer.current_epoch,
+                stats["accepted"],
+                stats.get("proposals", 0),
+                stats.get("acceptance_rate", math.nan),
+                envelope,
+                stats.get("seconds", math.nan),
             )
 
 
@@ -107,4 +112,8 @@ class EpochRecorder(pl.Callback):
         # The round's validation figures on the console too, so progress over epochs is visible live.
         validation = {k: v for k, v in row.items() if k.startswith("val/")}
         if validation:
-            log.info("epoch %d validation: %s", trainer.current_epoch, ", ".join(f"{k[4:]} {v:.4g}" for k, v in sorted(validation.items())))
+            log.info(
+                "epoch %d validation: %s",
+                trainer.current_epoch,
+                ", ".join(f"{k[4:]} {v:.4g}" for k, v in sorted(validation.items())),
+            )

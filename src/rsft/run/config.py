@@ -45,11 +45,15 @@ def pool_size(pool: str, num_sft: int, num_answer_only: int) -> int:
     return sizes[pool]
 
 
-def compose(overrides: list[str] | None = None, config_name: str = "train", return_hydra_config: bool = False) -> DictConfig:
+def compose(
+    overrides: list[str] | None = None, config_name: str = "train", return_hydra_config: bool = False
+) -> DictConfig:
     """Compose the config as ``rsft-train`` would, without running anything (for tests and tools)."""
     from hydra import compose as hydra_compose
     from hydra import initialize_config_dir
 
     register_resolvers()
     with initialize_config_dir(config_dir=str(conf_dir()), version_base="1.3"):
-        return hydra_compose(config_name=config_name, overrides=list(overrides or []), return_hydra_config=return_hydra_config)
+        return hydra_compose(
+            config_name=config_name, overrides=list(overrides or []), return_hydra_config=return_hydra_config
+        )

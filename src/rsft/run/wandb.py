@@ -170,4 +170,8 @@ def finish_wandb(loggers: list[Logger], summary: dict[str, float] | None = None,
                     run.summary.update(summary)
                 run.finish(exit_code=exit_code)
             except Exception as err:  # noqa: BLE001 - the local metrics are written already; W&B must not fail the run
-                warnings.warn(f"W&B failed to finish its run ({type(err).__name__}: {err}); local logs are complete", RuntimeWarning, stacklevel=2)
+                warnings.warn(
+                    f"W&B failed to finish its run ({type(err).__name__}: {err}); local logs are complete",
+                    RuntimeWarning,
+                    stacklevel=2,
+                )

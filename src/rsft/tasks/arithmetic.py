@@ -139,7 +139,11 @@ class ArithmeticVerifier:
                 break
             a, op, b, c = int(match[1]), match[2], int(match[3]), int(match[4])
             step = next(
-                (i for i in valid_steps(operands, operators) if operands[i] == a and operators[i] == op and operands[i + 1] == b),
+                (
+                    i
+                    for i in valid_steps(operands, operators)
+                    if operands[i] == a and operators[i] == op and operands[i + 1] == b
+                ),
                 None,
             )
             if step is None or _apply(a, op, b) != c:
@@ -192,7 +196,12 @@ class ArithmeticTask(Task):
             raise ValueError(f"task.digits must be an integer in 1..6, got {digits!r}")
         if not operators or set(operators) - set(OPERATORS):
             raise ValueError(f"task.operators must be a non-empty subset of {OPERATORS!r}, got {operators!r}")
-        for key, value in (("num_sft", num_sft), ("num_answer_only", num_answer_only), ("num_eval", num_eval), ("num_train_eval", num_train_eval)):
+        for key, value in (
+            ("num_sft", num_sft),
+            ("num_answer_only", num_answer_only),
+            ("num_eval", num_eval),
+            ("num_train_eval", num_train_eval),
+        ):
             if isinstance(value, bool) or not isinstance(value, int) or value < 0:
                 raise ValueError(f"task.{key} must be a non-negative integer, got {value!r}")
         if num_eval == 0:
@@ -260,7 +269,13 @@ class ArithmeticTask(Task):
             raise ValueError(f"unknown problem pool {name!r}; choose one of {sorted(self.pools)} (proposal.pool)")
         ids = self.pools[name]
         if ids.numel() == 0:
-            key = "task.num_sft" if name == "sft" else "task.num_answer_only" if name == "answer_only" else "task.num_sft / task.num_answer_only"
+            key = (
+                "task.num_sft"
+                if name == "sft"
+                else "task.num_answer_only"
+                if name == "answer_only"
+                else "task.num_sft / task.num_answer_only"
+            )
             raise ValueError(f"the {name!r} problem pool is empty; set {key} > 0")
         return ids
 

@@ -23,7 +23,10 @@ class CreditTask(Task):
 
     def __init__(self, data: CreditSplit, num_features: dict[str, int] | None = None):
         if not isinstance(data, CreditSplit):
-            raise TypeError(f"task.data must build a CreditSplit (rsft.tasks.credit_data.load_credit_split), got {type(data).__name__}")
+            raise TypeError(
+                "task.data must build a CreditSplit (rsft.tasks.credit_data.load_credit_split), "
+                f"got {type(data).__name__}"
+            )
         declared = (num_features or {}).get(data.dataset)
         if declared is not None and declared != data.input_dim:
             # the model's input size is read from task.num_features: it must match the data
@@ -35,7 +38,10 @@ class CreditTask(Task):
         self.input_dim = data.input_dim
 
     def validation_sets(self, device: torch.device) -> dict[str, Batch]:
-        return {name: {k: v.to(device) for k, v in getattr(self.data, split).items()} for name, split in (("val", "valid"), ("test", "test"))}
+        return {
+            name: {k: v.to(device) for k, v in getattr(self.data, split).items()}
+            for name, split in (("val", "valid"), ("test", "test"))
+        }
 
     def plot(self, path: Path, accepted: Batch | None, model: Any) -> Path | None:
         return None

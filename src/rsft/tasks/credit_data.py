@@ -48,7 +48,9 @@ class TabularTable:
     def __post_init__(self) -> None:
         n = self.features.shape[0]
         if self.features.ndim != 2 or self.features.shape[1] != len(self.feature_names):
-            raise ValueError(f"{self.name}: features of shape {self.features.shape} for {len(self.feature_names)} names")
+            raise ValueError(
+                f"{self.name}: features of shape {self.features.shape} for {len(self.feature_names)} names"
+            )
         if self.label.shape != (n,) or any(a.shape != (n,) for a in self.attributes.values()):
             raise ValueError(f"{self.name}: label and attributes must have one entry per row ({n})")
 
@@ -76,7 +78,9 @@ def _check_path(path: str | Path | None, key: str = "task.data.path") -> Path | 
         return None
     path = Path(path).expanduser()
     if not path.exists():
-        raise FileNotFoundError(f"{key}={str(path)!r} does not exist; give an existing file or directory, or null for the shipped copy")
+        raise FileNotFoundError(
+            f"{key}={str(path)!r} does not exist; give an existing file or directory, or null for the shipped copy"
+        )
     return path
 
 
@@ -90,8 +94,9 @@ def _one_hot(values: Sequence[object], name: str) -> tuple[np.ndarray, list[str]
     return out, [f"{name}={c}" for c in categories]
 
 
-def _assemble(name: str, categorical: dict[str, list], binary: dict[str, np.ndarray], label: np.ndarray,
-              sensitive: Sequence[str]) -> TabularTable:
+def _assemble(
+    name: str, categorical: dict[str, list], binary: dict[str, np.ndarray], label: np.ndarray, sensitive: Sequence[str]
+) -> TabularTable:
     columns, names = [], []
     for column, values in categorical.items():
         block, block_names = _one_hot(values, column)
@@ -111,8 +116,20 @@ def _assemble(name: str, categorical: dict[str, list], binary: dict[str, np.ndar
 
 # -- Adult ----------------------------------------------------------------------------------------
 ADULT_COLUMNS = (
-    "age", "workclass", "fnlwgt", "education", "education-num", "marital-status", "occupation",
-    "relationship", "race", "sex", "capital-gain", "capital-loss", "hours-per-week", "native-country",
+    "age",
+    "workclass",
+    "fnlwgt",
+    "education",
+    "education-num",
+    "marital-status",
+    "occupation",
+    "relationship",
+    "race",
+    "sex",
+    "capital-gain",
+    "capital-loss",
+    "hours-per-week",
+    "native-country",
     "income-per-year",
 )
 
@@ -153,7 +170,10 @@ GERMAN_GROUPS = {
     # column index in german.data → (feature name, code → group)
     2: ("credit_history", {"A30": "None/Paid", "A31": "None/Paid", "A32": "None/Paid", "A33": "Delay", "A34": "Other"}),
     5: ("savings", {"A61": "<500", "A62": "<500", "A63": "500+", "A64": "500+", "A65": "Unknown/None"}),
-    6: ("employment", {"A71": "Unemployed", "A72": "1-4 years", "A73": "1-4 years", "A74": "4+ years", "A75": "4+ years"}),
+    6: (
+        "employment",
+        {"A71": "Unemployed", "A72": "1-4 years", "A73": "1-4 years", "A74": "4+ years", "A75": "4+ years"},
+    ),
 }
 GERMAN_MALE = {"A91", "A93", "A94"}
 GERMAN_SEX_COLUMN, GERMAN_AGE_COLUMN, GERMAN_LABEL_COLUMN = 8, 12, 20
@@ -269,7 +289,9 @@ def check_binary_sensitive(s: np.ndarray | torch.Tensor, name: str) -> None:
             f"{values[:10]}{' ...' if len(values) > 10 else ''}; binarise it first"
         )
     if values != [0, 1]:
-        raise ValueError(f"sensitive attribute {name!r} has only the group(s) {values}: both groups 0 and 1 must be present")
+        raise ValueError(
+            f"sensitive attribute {name!r} has only the group(s) {values}: both groups 0 and 1 must be present"
+        )
 
 
 @dataclass(frozen=True)
@@ -289,7 +311,9 @@ class CreditSplit:
         return len(self.feature_names)
 
 
-def split_table(table: TabularTable, sensitive: str, seed: int, fractions: Sequence[float] = SPLIT_FRACTIONS) -> CreditSplit:
+def split_table(
+    table: TabularTable, sensitive: str, seed: int, fractions: Sequence[float] = SPLIT_FRACTIONS
+) -> CreditSplit:
     """Seeded random split; features standardised with the training split's statistics only."""
     if sensitive not in table.attributes:
         raise ValueError(
@@ -328,12 +352,19 @@ def _cached_table(dataset: str, path: str | None) -> TabularTable:
 
 
 @functools.lru_cache(maxsize=16)
-def _cached_split(dataset: str, sensitive: str, seed: int, path: str | None, fractions: tuple[float, ...]) -> CreditSplit:
+def _cached_split(
+    dataset: str, sensitive: str, seed: int, path: str | None, fractions: tuple[float, ...]
+) -> CreditSplit:
     return split_table(_cached_table(dataset, path), sensitive, seed, fractions)
 
 
-def load_credit_split(dataset: str, sensitive: str, seed: int = 0, path: str | Path | None = None,
-                      fractions: Sequence[float] = SPLIT_FRACTIONS) -> CreditSplit:
+def load_credit_split(
+    dataset: str,
+    sensitive: str,
+    seed: int = 0,
+    path: str | Path | None = None,
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
+) -> CreditSplit:
     """The split a run uses. Cached, so the task, the proposal and the acceptance share one copy."""
     if dataset not in LOADERS:
         raise ValueError(f"task.data.dataset={dataset!r} is not a credit dataset; choose one of {', '.join(DATASETS)}")
@@ -342,4 +373,6 @@ def load_credit_split(dataset: str, sensitive: str, seed: int = 0, path: str | P
             f"task.data.sensitive={sensitive!r} is not a sensitive attribute of {dataset}; "
             f"choose one of {', '.join(SENSITIVE[dataset])}"
         )
-    return _cached_split(dataset, sensitive, int(seed), None if path is None else str(path), tuple(float(f) for f in fractions))
+    return _cached_split(
+        dataset, sensitive, int(seed), None if path is None else str(path), tuple(float(f) for f in fractions)
+    )

@@ -24,7 +24,10 @@ class DensityTask(Task):
             raise TypeError(f"task.target must have a log_prob method, got {type(target).__name__}")
         target_dim = getattr(target, "dim", None)
         if dim is not None and target_dim is not None and target_dim != dim:
-            raise ValueError(f"task.dim={dim} but the target {getattr(target, 'name', '')} is {target_dim}-D; set task.dim={target_dim}")
+            raise ValueError(
+                f"task.dim={dim} but the target {getattr(target, 'name', '')} is {target_dim}-D; "
+                f"set task.dim={target_dim}"
+            )
         self.dim = dim if dim is not None else target_dim
         if num_eval <= 0:
             raise ValueError(f"task.num_eval must be positive, got {num_eval}")

@@ -2,8 +2,9 @@
 
 Candidates x ~ N(0, I_d) are labelled by a fixed function of x: the angular sector (out of
 ``num_sectors``) of their first two coordinates, twisted into a spiral by their radius. A classifier
-pre-trained on the broad proposal is fine-tuned on the candidates a region acceptance keeps (‖x‖ < r); the question is how its in-region
-accuracy changes. The in-region evaluation set is drawn exactly (rejection from the same Gaussian).
+pre-trained on the broad proposal is fine-tuned on the candidates a region acceptance keeps (‖x‖ < r); the
+question is how its in-region accuracy changes. The in-region evaluation set is drawn exactly (rejection from
+the same Gaussian).
 """
 
 from __future__ import annotations
@@ -76,7 +77,10 @@ class SectorTask(Task):
         proposal = DistributionProposal(isotropic_normal(self.dim))
         generator = torch.Generator(device).manual_seed(self.eval_seed)
         region = rejection_sample(
-            proposal, Region(self.ball), num_accepted=self.num_eval, generator=generator,
+            proposal,
+            Region(self.ball),
+            num_accepted=self.num_eval,
+            generator=generator,
             max_proposals=self.eval_max_proposals,
         ).batch
         broad = proposal.to(device).sample(self.num_eval, generator)

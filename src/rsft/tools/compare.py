@@ -81,7 +81,11 @@ def _read_json(path: Path) -> dict[str, Any] | None:
 
 def load_run(path: Path) -> Run:
     epochs_path = path / "epochs.jsonl"
-    epochs = [json.loads(line) for line in epochs_path.read_text().splitlines() if line.strip()] if epochs_path.is_file() else []
+    epochs = (
+        [json.loads(line) for line in epochs_path.read_text().splitlines() if line.strip()]
+        if epochs_path.is_file()
+        else []
+    )
     return Run(
         path=path,
         config=flat_config(OmegaConf.to_container(OmegaConf.load(path / "config.yaml"))),
@@ -228,8 +232,13 @@ def _file_name(key: str) -> str:
 
 
 def compare(
-    paths: list[Path], metric: str = "val/nll", sort: str | None = None, descending: bool = False,
-    out: Path | None = None, columns: list[str] | None = None, console: Any = None,
+    paths: list[Path],
+    metric: str = "val/nll",
+    sort: str | None = None,
+    descending: bool = False,
+    out: Path | None = None,
+    columns: list[str] | None = None,
+    console: Any = None,
 ) -> dict[str, Any]:
     """Do all of the above; return the tables and the files written (for tests and scripts)."""
     from rich.console import Console
@@ -264,7 +273,9 @@ def compare(
             written[key] = plot
 
     console = console or Console()
-    for title, (head, body) in [("runs", (header, rows)), ("mean ± std over seeds", by_seed)] if by_seed else [("runs", (header, rows))]:
+    for title, (head, body) in (
+        [("runs", (header, rows)), ("mean ± std over seeds", by_seed)] if by_seed else [("runs", (header, rows))]
+    ):
         table = Table(title=f"rsft-compare: {title}")
         for h in head:
             table.add_column(h, overflow="fold")
@@ -272,21 +283,34 @@ def compare(
             table.add_row(*row)
         console.print(table)
     console.print(f"wrote {', '.join(str(p) for p in written.values())}")
-    return {"settings": settings, "metrics": metrics, "header": header, "rows": rows, "by_seed": by_seed, "files": written}
+    return {
+        "settings": settings,
+        "metrics": metrics,
+        "header": header,
+        "rows": rows,
+        "by_seed": by_seed,
+        "files": written,
+    }
 
 
 def main(argv: list[str] | None = None) -> None:
     """Console entry point (``rsft-compare``)."""
     parser = argparse.ArgumentParser(prog="rsft-compare", description=__doc__.split("\n\n")[0])
     parser.add_argument("paths", nargs="+", type=Path, help="a sweep dir (multirun dir) or run dirs")
-    parser.add_argument("--metric", default="val/nll", help="metric for the table, the sort and the per-epoch plot (default: val/nll)")
+    parser.add_argument(
+        "--metric", default="val/nll", help="metric for the table, the sort and the per-epoch plot (default: val/nll)"
+    )
     parser.add_argument("--sort", default=None, help="final metric to sort by (default: --metric); '' keeps run order")
     parser.add_argument("--desc", action="store_true", help="sort descending (higher is better)")
-    parser.add_argument("--out", type=Path, default=None, help="output dir (default: <sweep dir>/compare, else ./compare)")
+    parser.add_argument(
+        "--out", type=Path, default=None, help="output dir (default: <sweep dir>/compare, else ./compare)"
+    )
     parser.add_argument("--columns", nargs="*", default=[], help="more final metrics to show")
     args = parser.parse_args(argv)
     try:
-        compare(args.paths, metric=args.metric, sort=args.sort, descending=args.desc, out=args.out, columns=args.columns)
+        compare(
+            args.paths, metric=args.metric, sort=args.sort, descending=args.desc, out=args.out, columns=args.columns
+        )
     except (FileNotFoundError, KeyError) as err:
         print(f"rsft-compare: error: {err.args[0] if err.args else err}", file=sys.stderr)
         raise SystemExit(2) from None

@@ -54,7 +54,9 @@ class Tolerance:
 
     def describe(self) -> str:
         if self.rule == "spread":
-            floors = "".join(f", {name}" for name, v in (("absolute", self.absolute), ("relative·|ref|", self.relative)) if v)
+            floors = "".join(
+                f", {name}" for name, v in (("absolute", self.absolute), ("relative·|ref|", self.relative)) if v
+            )
             return f"inside when |mean − ref| ≤ max({self.k:g}·std{floors})"
         if self.rule == "absolute":
             return f"inside when |mean − ref| ≤ {self.absolute:g}"
@@ -103,21 +105,37 @@ def _require(cond: bool, where: str, message: str) -> None:
 def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> TableSpec:
     """Check and convert a loaded ``experiments/<name>.yaml``."""
     _require(isinstance(data, dict), where, "must be a mapping with keys title, source, seeds, metrics, rows")
-    unknown = set(data) - {"title", "source", "seeds", "metrics", "rows", "overrides", "tolerance", "env", "notes", "jobs"}
+    unknown = set(data) - {
+        "title",
+        "source",
+        "seeds",
+        "metrics",
+        "rows",
+        "overrides",
+        "tolerance",
+        "env",
+        "notes",
+        "jobs",
+    }
     _require(not unknown, where, f"unknown key(s) {sorted(unknown)}")
     seeds = data.get("seeds", 5)
     if isinstance(seeds, int) and not isinstance(seeds, bool):
         _require(seeds > 0, where, f"seeds must be positive, got {seeds}")
         seeds = list(range(seeds))
-    _require(isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds), where,
-             f"seeds must be a count or a list of non-negative integers, got {seeds!r}")
+    _require(
+        isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds),
+        where,
+        f"seeds must be a count or a list of non-negative integers, got {seeds!r}",
+    )
     metrics_raw = data.get("metrics")
     _require(isinstance(metrics_raw, list) and metrics_raw, where, "metrics must be a non-empty list")
     metrics = []
     for m in metrics_raw:
         if isinstance(m, str):
             m = {"key": m}
-        _require(isinstance(m, dict) and "key" in m, where, f"each metric needs a key (a name in metrics.json), got {m!r}")
+        _require(
+            isinstance(m, dict) and "key" in m, where, f"each metric needs a key (a name in metrics.json), got {m!r}"
+        )
         metrics.append(Metric(key=str(m["key"]), label=str(m.get("label", m["key"])), digits=int(m.get("digits", 4))))
     keys = {m.key for m in metrics}
     rows_raw = data.get("rows")
@@ -126,37 +144,66 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
     for i, r in enumerate(rows_raw):
         _require(isinstance(r, dict) and "label" in r, where, f"row {i} needs a label, got {r!r}")
         overrides = r.get("overrides", []) or []
-        _require(isinstance(overrides, list) and all(isinstance(o, str) for o in overrides), where,
-                 f"row {r['label']!r}: overrides must be a list of Hydra override strings")
+        _require(
+            isinstance(overrides, list) and all(isinstance(o, str) for o in overrides),
+            where,
+            f"row {r['label']!r}: overrides must be a list of Hydra override strings",
+        )
         reference = r.get("reference", {}) or {}
         _require(isinstance(reference, dict), where, f"row {r['label']!r}: reference must map metric keys to numbers")
         stray = set(reference) - keys
-        _require(not stray, where, f"row {r['label']!r}: reference names metric(s) {sorted(stray)} that are not in metrics")
+        _require(
+            not stray, where, f"row {r['label']!r}: reference names metric(s) {sorted(stray)} that are not in metrics"
+        )
         stray_keys = set(r) - {"label", "overrides", "reference", "after"}
         _require(not stray_keys, where, f"row {r['label']!r}: unknown key(s) {sorted(stray_keys)}")
         after = r.get("after")
         if after is not None:
-            _require(str(after) in {row.label for row in rows}, where,
-                     f"row {r['label']!r}: after={after!r} must name an earlier row's label")
-        rows.append(Row(str(r["label"]), list(overrides), {k: float(v) for k, v in reference.items()},
-                        None if after is None else str(after)))
+            _require(
+                str(after) in {row.label for row in rows},
+                where,
+                f"row {r['label']!r}: after={after!r} must name an earlier row's label",
+            )
+        rows.append(
+            Row(
+                str(r["label"]),
+                list(overrides),
+                {k: float(v) for k, v in reference.items()},
+                None if after is None else str(after),
+            )
+        )
     slugs = [r.slug for r in rows]
     _require(len(set(slugs)) == len(slugs), where, f"row labels must differ (as directory names), got {slugs}")
     tol_raw = data.get("tolerance", {}) or {}
     _require(isinstance(tol_raw, dict), where, "tolerance must be a mapping (rule, k, absolute, relative)")
     tolerance = Tolerance(**tol_raw)
-    _require(tolerance.rule in TOLERANCE_RULES, where, f"tolerance.rule must be one of {TOLERANCE_RULES}, got {tolerance.rule!r}")
+    _require(
+        tolerance.rule in TOLERANCE_RULES,
+        where,
+        f"tolerance.rule must be one of {TOLERANCE_RULES}, got {tolerance.rule!r}",
+    )
     overrides = data.get("overrides", []) or []
     _require(isinstance(overrides, list), where, "overrides must be a list of Hydra override strings")
     env = data.get("env", {}) or {}
     _require(isinstance(env, dict), where, "env must map environment variable names to values")
     jobs = data.get("jobs", 1)
-    _require(isinstance(jobs, int) and not isinstance(jobs, bool) and jobs > 0, where, f"jobs must be a positive integer, got {jobs!r}")
+    _require(
+        isinstance(jobs, int) and not isinstance(jobs, bool) and jobs > 0,
+        where,
+        f"jobs must be a positive integer, got {jobs!r}",
+    )
     return TableSpec(
         jobs=jobs,
-        name=name, title=str(data.get("title", name)), source=str(data.get("source", "")), seeds=seeds,
-        metrics=metrics, rows=rows, overrides=[str(o) for o in overrides], tolerance=tolerance,
-        env={str(k): str(v) for k, v in env.items()}, notes=str(data.get("notes", "")),
+        name=name,
+        title=str(data.get("title", name)),
+        source=str(data.get("source", "")),
+        seeds=seeds,
+        metrics=metrics,
+        rows=rows,
+        overrides=[str(o) for o in overrides],
+        tolerance=tolerance,
+        env={str(k): str(v) for k, v in env.items()},
+        notes=str(data.get("notes", "")),
     )
 
 
@@ -181,8 +228,12 @@ def missing_seeds(spec: TableSpec, out: Path, row: Row) -> list[int]:
 def multirun_command(spec: TableSpec, out: Path, row: Row, seeds: list[int], extra: list[str]) -> list[str]:
     """``rsft-train -m`` for one row and the given seeds, with deterministic run directories."""
     return [
-        sys.executable, "-m", "rsft.train", "-m",
-        *spec.overrides, *row.overrides,
+        sys.executable,
+        "-m",
+        "rsft.train",
+        "-m",
+        *spec.overrides,
+        *row.overrides,
         f"seed={','.join(str(s) for s in seeds)}",
         f"hydra.sweep.dir={out / 'runs' / row.slug}",
         "hydra.sweep.subdir='seed=${seed}'",
@@ -336,7 +387,11 @@ def collect(spec: TableSpec, out: Path) -> list[list[Cell]]:
                 runs.append(json.loads(path.read_text()))
         cells = []
         for metric in spec.metrics:
-            values = [float(r[metric.key]) for r in runs if metric.key in r and r[metric.key] is not None and math.isfinite(float(r[metric.key]))]
+            values = [
+                float(r[metric.key])
+                for r in runs
+                if metric.key in r and r[metric.key] is not None and math.isfinite(float(r[metric.key]))
+            ]
             cells.append(judge(Cell(row.label, metric.key, values, row.reference.get(metric.key)), spec.tolerance))
         table.append(cells)
     return table
@@ -358,8 +413,11 @@ def write_outputs(spec: TableSpec, table: list[list[Cell]], out: Path, footer: s
     md = [f"# {spec.title}", ""]
     if spec.source:
         md += [f"Reference: {spec.source}", ""]
-    md += [f"Seeds: {spec.seeds}. Cells: mean ± std over seeds (n = runs found); reference in brackets; "
-           f"verdict: {spec.tolerance.describe()}.", ""]
+    md += [
+        f"Seeds: {spec.seeds}. Cells: mean ± std over seeds (n = runs found); reference in brackets; "
+        f"verdict: {spec.tolerance.describe()}.",
+        "",
+    ]
     header = ["row"] + [m.label for m in spec.metrics]
     md += ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     for row, cells in zip(spec.rows, table):
@@ -388,8 +446,18 @@ def write_outputs(spec: TableSpec, table: list[list[Cell]], out: Path, footer: s
         writer.writerow(["row", "metric", "n", "mean", "std", "reference", "bound", "verdict"])
         for cells in table:
             for c in cells:
-                writer.writerow([c.row, c.metric, c.n, "" if not c.values else c.mean, "" if c.n < 2 else c.std,
-                                 "" if c.reference is None else c.reference, "" if c.bound is None else c.bound, c.verdict])
+                writer.writerow(
+                    [
+                        c.row,
+                        c.metric,
+                        c.n,
+                        "" if not c.values else c.mean,
+                        "" if c.n < 2 else c.std,
+                        "" if c.reference is None else c.reference,
+                        "" if c.bound is None else c.bound,
+                        c.verdict,
+                    ]
+                )
     return md_path, csv_path
 
 
@@ -416,8 +484,14 @@ def log_to_wandb(spec: TableSpec, table: list[list[Cell]], out: Path) -> None:
     """The table as a W&B Table in a run of its own (offline unless WANDB_MODE says otherwise)."""
     import wandb
 
-    run = wandb.init(project="rsft", name=f"table-{spec.name}", job_type="table", dir=str(out),
-                     mode=os.environ.get("WANDB_MODE", "offline"), config={"seeds": spec.seeds, "source": spec.source})
+    run = wandb.init(
+        project="rsft",
+        name=f"table-{spec.name}",
+        job_type="table",
+        dir=str(out),
+        mode=os.environ.get("WANDB_MODE", "offline"),
+        config={"seeds": spec.seeds, "source": spec.source},
+    )
     columns = ["row", "metric", "n", "mean", "std", "reference", "verdict"]
     data = [[c.row, c.metric, c.n, c.mean, c.std, c.reference, c.verdict] for cells in table for c in cells]
     run.log({f"table/{spec.name}": wandb.Table(columns=columns, data=data)})
@@ -431,8 +505,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("overrides", nargs="*", help="extra Hydra overrides for every run (e.g. hydra/launcher=joblib)")
     parser.add_argument("--collect", action="store_true", help="only aggregate the runs that exist; run nothing")
     parser.add_argument("--seeds", type=int, help="use seeds 0..N-1 instead of the spec's seeds")
-    parser.add_argument("--output-root", type=Path, default=REPO_ROOT / "outputs" / "tables", help="default: <repo>/outputs/tables")
-    parser.add_argument("--wandb", action="store_true", help="also log the table as a W&B Table (offline unless WANDB_MODE is set)")
+    parser.add_argument(
+        "--output-root", type=Path, default=REPO_ROOT / "outputs" / "tables", help="default: <repo>/outputs/tables"
+    )
+    parser.add_argument(
+        "--wandb", action="store_true", help="also log the table as a W&B Table (offline unless WANDB_MODE is set)"
+    )
     parser.add_argument("--jobs", type=int, help="(row, seed) runs at once (default: the spec's jobs, else 1)")
     args = parser.parse_intermixed_args(argv)
 
