@@ -1,4 +1,9 @@
-"""trainer=ddp_cpu: two gloo processes, each sampling its own share; totals, reduction, files written once."""
+"""trainer=ddp_cpu: two gloo processes, each sampling its own share; totals, reduction, files written once.
+
+Every rank must take the same number of optimizer steps (DDP all-reduces the gradients of every step):
+the ranks pool what they accepted and each trains on its part (``rank_steps``), whatever each accepted.
+The two-process runs are slow (each starts two Python processes); ``rank_steps`` is tested on its own.
+"""
 
 from __future__ import annotations
 
@@ -6,11 +11,13 @@ import json
 import os
 import subprocess
 import sys
+from collections import Counter
+from pathlib import Path
 
 import pytest
 import torch
 
-from rsft.data import combine_rank_stats
+from rsft.data import combine_rank_stats, rank_steps
 from rsft.run.config import compose
 from rsft.train import train
 
@@ -60,30 +67,64 @@ def test_ddp_configs_compose():
     assert (gpu.accelerator, gpu.devices, gpu.num_nodes, gpu.strategy) == ("gpu", 4, 2, "ddp")
 
 
-@pytest.mark.slow
-def test_ddp_cpu_two_ranks(tmp_path):
+@pytest.mark.parametrize("n", [1, 2, 3, 7, 256, 511, 512, 513, 1000, 1001, 1025])
+@pytest.mark.parametrize(("world", "batch_size"), [(2, 256), (2, 1), (3, 100), (4, 7)])
+def test_rank_steps_give_every_rank_the_same_steps_and_every_row_once(n, world, batch_size):
+    order = torch.Generator().manual_seed(0)
+    steps = [rank_steps(n, world, batch_size, r, order.manual_seed(5)) for r in range(world)]
+    counts = {len(s) for s in steps}
+    assert len(counts) == 1  # the same number of optimizer steps on every rank
+    rows = [i for s in steps for part in s for i in part]
+    if n < world:
+        assert rows == [] and counts == {0}  # fewer rows than ranks: no steps anywhere (the caller skips)
+        return
+    assert sorted(rows) == list(range(n))  # every pooled row once: none dropped, none repeated
+    sizes = [len(part) for s in steps for part in s]
+    assert min(sizes) >= 1 and max(sizes) - min(sizes) <= 1  # equal weight per row in the averaged gradient
+    assert max(sizes) <= batch_size or (batch_size == 1 and n % world)
+    assert counts == {min(-(-n // (world * batch_size)), n // world)}  # no more steps than batch_size needs
+
+
+# -- real two-process runs (gloo) -------------------------------------------------------------------
+TESTS = Path(__file__).resolve().parent
+
+
+def two_ranks(tmp_path: Path, *overrides: str, timeout: int = 400) -> tuple[Path, subprocess.CompletedProcess]:
+    """``rsft-train trainer=ddp_cpu <overrides>`` in two processes; the run dir and the finished command."""
     run_dir = tmp_path / "run"
-    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1"}
+    path = [str(TESTS), *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    env = {**os.environ, "WANDB_MODE": "offline", "HYDRA_FULL_ERROR": "1", "PYTHONPATH": os.pathsep.join(path)}
     for var in ("LOCAL_RANK", "SLURM_NTASKS", "TORCHELASTIC_RUN_ID"):
         env.pop(var, None)
-    args = [
-        "experiment=density_grid25",
-        "debug=fast",
-        "trainer=ddp_cpu",
-        "sampler.num_accepted=1001",
-        "sampler.save_accepted=true",
-        "logger=csv",
-        f"hydra.run.dir={run_dir}",
-    ]
+    args = ["trainer=ddp_cpu", "sampler.save_accepted=true", "logger=csv", f"hydra.run.dir={run_dir}", *overrides]
     done = subprocess.run(
-        [sys.executable, "-m", "rsft.train", *args], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=600
+        [sys.executable, "-m", "rsft.train", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=timeout,
     )
+    return run_dir, done
+
+
+def epoch_rows(run_dir: Path) -> list[dict]:
+    return [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+
+
+def accepted_parts(run_dir: Path, epoch: int, key: str) -> list[torch.Tensor]:
+    return [torch.load(run_dir / "accepted" / f"epoch_{epoch:03d}_rank{r}.pt")[key] for r in (0, 1)]
+
+
+@pytest.mark.slow
+def test_ddp_cpu_two_ranks(tmp_path):
+    run_dir, done = two_ranks(tmp_path, "experiment=density_grid25", "debug=fast", "sampler.num_accepted=1001")
     assert done.returncode == 0, done.stderr[-4000:]
 
-    epochs = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
+    epochs = epoch_rows(run_dir)
     assert [row["epoch"] for row in epochs] == [0, 1]  # one row per epoch: written by rank 0 only
     for epoch in (0, 1):
-        parts = [torch.load(run_dir / "accepted" / f"epoch_{epoch:03d}_rank{r}.pt")["x"] for r in (0, 1)]
+        parts = accepted_parts(run_dir, epoch, "x")
         assert [len(p) for p in parts] == [501, 500]  # shares differ by at most one and add up
         rows = torch.cat(parts)
         assert torch.unique(rows, dim=0).shape[0] == 1001  # no sample drawn by both ranks
@@ -94,3 +135,78 @@ def test_ddp_cpu_two_ranks(tmp_path):
     assert metrics["sampling/acceptance_rate"] == pytest.approx(1001 / metrics["sampling/proposals"])
     assert done.stdout.count("rsft: finished") == 1  # the summary (and metrics.json) come from rank 0 only
     assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize(
+    ("overrides", "accepted"),
+    [
+        # 1025 = 513 + 512: three mini-batches of 256 on rank 0, two on rank 1 before the ranks pooled.
+        (["sampler.num_accepted=1025"], lambda n: n == 1025),
+        # num_proposals: each rank accepts a random number of rows (mini-batches of 4 rows, all of them used,
+        # so that the ranks' batch counts differ before pooling).
+        (
+            [
+                "sampler.num_accepted=null",
+                "sampler.num_proposals=3001",
+                "model.batch_size=4",
+                "trainer.limit_train_batches=1.0",
+            ],
+            lambda n: 0 < n < 3001,
+        ),
+        # rank 1 accepts nothing (a one-rank skip); rank 0 accepts all of its 1,000 candidates.
+        (
+            [
+                "sampler.num_accepted=null",
+                "sampler.num_proposals=2000",
+                "sampler.on_empty=skip",
+                "acceptance._target_=ddp_rules.AcceptOnRankZeroOnly",
+            ],
+            lambda n: n == 1000,
+        ),
+    ],
+    ids=["num_accepted_1025", "num_proposals", "one_rank_skips"],
+)
+def test_ranks_that_accept_different_counts_take_the_same_steps(tmp_path, overrides, accepted):
+    run_dir, done = two_ranks(tmp_path, "experiment=density_grid25", "debug=fast", *overrides)
+    assert done.returncode == 0, done.stderr[-4000:]
+    epochs = epoch_rows(run_dir)
+    assert [row["epoch"] for row in epochs] == [0, 1]
+    for row in epochs:
+        assert accepted(row["sampling/accepted"]), row["sampling/accepted"]
+        assert "train/loss" in row  # every round trained (on the pooled rows)
+        counts = [len(p) for p in accepted_parts(run_dir, row["epoch"], "x")]
+        assert sum(counts) == row["sampling/accepted"]
+    assert json.loads((run_dir / "run.json").read_text())["status"] == "finished"
+
+
+@pytest.mark.slow
+def test_lm_round_over_two_ranks_gives_every_prompt_exactly_k_samples(tmp_path):
+    k, prompts = 2, 32
+    run_dir, done = two_ranks(
+        tmp_path,
+        "experiment=rft_arithmetic",
+        "debug=fast",
+        "task.num_sft=32",
+        "task.num_answer_only=32",
+        "task.num_eval=8",
+        "task.num_train_eval=8",
+        "proposal.pool=sft",
+        f"proposal.k={k}",
+        "proposal.chunk_prompts=8",
+        "proposal.max_new_tokens=12",
+        "model.net.n_embd=16",
+        "model.net.n_layer=1",
+        "model.net.eval_k=0",
+        "model.net.eval_max_new_tokens=12",
+        "eval_before=false",
+        "acceptance=reward_threshold",
+        "acceptance.threshold=-1e9",  # keep every candidate: the saved sets are the whole round
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    for row in epoch_rows(run_dir):
+        parts = accepted_parts(run_dir, row["epoch"], "prompt_id")
+        counts = Counter(torch.cat(parts).tolist())
+        assert len(counts) == prompts and set(counts.values()) == {k}, counts  # exactly k each, over both ranks
+        assert not set(parts[0].tolist()) & set(parts[1].tolist())  # whole prompts per rank
+        assert row["sampling/round_candidates"] == prompts * k and row["sampling/round_prompts"] == prompts

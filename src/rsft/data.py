@@ -5,6 +5,12 @@ engine on the trainer's device, with the current model bound to on-policy propos
 epoch samples from its own stream, derived from (seed, epoch, rank): a resumed run draws exactly
 what an uninterrupted one would, and under multi-process training every rank draws its own share of
 the accepted set from its own stream.
+
+Under multi-process training the ranks then pool what they accepted and every rank trains on its part
+of the pooled set: the same number of optimizer steps on every rank (DDP's gradient all-reduce needs
+it), every accepted row used exactly once per pass, none duplicated or dropped, and mini-batches that
+differ by at most one row, so each row weighs the same in the averaged gradient. Padding (repeating
+rows) would over-weight some accepted samples and trimming would discard some; pooling does neither.
 """
 
 from __future__ import annotations
@@ -105,12 +111,23 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         rank, _ = self.rank
         return torch.Generator(self.device).manual_seed(stream_seed(self.seed, epoch, rank, purpose))
 
-    def share(self, total: int | None) -> int | None:
-        """This rank's part of ``total`` (parts differ by at most one and add up to ``total``)."""
+    def share(self, total: int | None, key: str, group: int = 1) -> int | None:
+        """This rank's part of ``total``, in whole groups of ``group`` (parts differ by at most one group)."""
         if total is None:
             return None
         rank, world = self.rank
-        return total // world + (1 if rank < total % world else 0)
+        if total % group:
+            raise ValueError(
+                f"{key}={total} is not a multiple of the proposal's group size {group} (proposal.k): the "
+                "samples of one prompt must be drawn together"
+            )
+        groups = total // group
+        if groups < world:
+            raise ValueError(
+                f"{key}={total} is less than one {'group of ' + str(group) if group > 1 else 'row'} for each of the "
+                f"{world} processes: raise {key} to at least {world * group} or run on fewer devices (trainer.devices)"
+            )
+        return (groups // world + (1 if rank < groups % world else 0)) * group
 
     # -- one sampling round --------------------------------------------------------------
     def sample_round(self, model: Any = None, epoch: int = 0) -> SamplingResult:
@@ -118,12 +135,16 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         if model is not None:
             self.proposal.bind(model)
             self.acceptance.bind(model)
+        rank, world = self.rank
+        # The round's seed is the same on every rank: a proposal that divides fixed items (prompts) between
+        # ranks draws one order they all agree on.
+        self.proposal.split_round(stream_seed(self.seed, epoch, 0, "round"), rank, world)
         s = self.sampler
         result = rejection_sample(
             self.proposal,
             self.acceptance,
-            num_accepted=self.share(s.num_accepted) if s.num_proposals is None else None,
-            num_proposals=self.share(s.num_proposals),
+            num_accepted=self.share(s.num_accepted, "sampler.num_accepted") if s.num_proposals is None else None,
+            num_proposals=self.share(s.num_proposals, "sampler.num_proposals", self.proposal.group_size),
             chunk_size=s.chunk_size,
             max_proposals=s.max_proposals,
             allow_partial=s.allow_partial,
@@ -147,15 +168,19 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         finally:
             if model is not None:
                 model.train(was_training)
-        accepted = int(result.stats["accepted"])
         self.last_stats = {"epoch": epoch, **self.all_ranks(result.stats)}
         self.last_accepted = result.batch
-        # A proposal may extend the round's training set (e.g. mix in gold SFT rows).
-        rows = self.proposal.training_rows(result.batch)
+        rank, world = self.rank
+        # Every rank goes on with the round's whole accepted set (pooled over ranks), so every rank takes the
+        # same decisions below and trains on its part of the same set.
+        pooled = self.pool_ranks(result.batch) if world > 1 else result.batch
+        accepted = num_rows(pooled)
+        # A proposal may extend the round's training set (e.g. mix in gold SFT rows): once, on the pooled set.
+        rows = self.proposal.training_rows(pooled)
         if accepted == 0:
             message = (
-                f"epoch {epoch}: the sampling round accepted nothing ({int(result.stats['proposals_drawn']):,} "
-                f"candidates drawn). Stats: {_short(result.stats)}"
+                f"epoch {epoch}: the sampling round accepted nothing "
+                f"({int(self.last_stats['proposals_drawn']):,} candidates drawn). Stats: {_short(self.last_stats)}"
             )
             if self.sampler.on_empty == "error":
                 raise EmptyAcceptedSetError(
@@ -175,10 +200,23 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
             out = self.run_dir / "accepted" / f"epoch_{epoch:03d}{suffix}.pt"
             out.parent.mkdir(parents=True, exist_ok=True)
             torch.save({k: v.detach().cpu() for k, v in result.batch.items()}, out)
+        if world > 1:
+            # One order of the pooled rows that every rank draws alike; each rank takes its part of every step.
+            order = torch.Generator().manual_seed(stream_seed(self.seed, epoch, 0, "shuffle"))
+            parts = rank_steps(num_rows(rows), world, self.batch_size, rank, order)
+            if not parts:
+                if num_rows(rows):
+                    warnings.warn(
+                        f"epoch {epoch}: the round has {num_rows(rows)} training rows for {world} processes, fewer "
+                        "than one each; skipping this epoch's training on every rank (every rank must take the same "
+                        "steps). Raise sampler.num_proposals or loosen the acceptance rule",
+                        stacklevel=2,
+                    )
+                return batch_loader(skipped_round_batch(self.device), self.batch_size, shuffle=False)
+            return DataLoader(BatchDict(rows), sampler=parts, batch_size=None, collate_fn=None)
         if num_rows(rows) == 0:  # a skipped round (on_empty=skip; on_empty=error raised above)
             rows = skipped_round_batch(self.device)
         # Shuffle order from (seed, epoch, rank) too (a CPU generator: the sampler of indices runs there).
-        rank, _ = self.rank
         order = torch.Generator().manual_seed(stream_seed(self.seed, epoch, rank, "shuffle"))
         return batch_loader(rows, self.batch_size, shuffle=True, generator=order)
 
@@ -199,10 +237,33 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         per_rank = [dict(zip([*keys, "partial"], row.tolist())) for row in gathered]
         return {**stats, **combine_rank_stats(per_rank)}
 
+    def pool_ranks(self, batch: Batch) -> Batch:
+        """The rows every rank accepted this round, in rank order, on every rank (an all-gather)."""
+        _, world = self.rank
+        layout = {key: (value.dtype, tuple(value.shape[1:])) for key, value in batch.items()}
+        meta: list[Any] = [None] * world
+        torch.distributed.all_gather_object(meta, (num_rows(batch), layout))
+        counts = [n for n, _ in meta]
+        layouts = [lay for n, lay in meta if n] or [layout]
+        if any(lay != layouts[0] for lay in layouts):
+            raise ValueError(f"the ranks accepted rows of different layouts (fields, dtypes, shapes): {layouts}")
+        layout, longest = layouts[0], max(counts)
+        pooled: Batch = {}
+        for key, (dtype, shape) in layout.items():
+            local = batch[key] if counts[self.rank[0]] else torch.zeros(0, *shape, dtype=dtype, device=self.device)
+            # all_gather needs equal shapes: pad every rank's rows to the longest; bool travels as uint8 (gloo).
+            wire = local.to(torch.uint8) if dtype == torch.bool else local
+            padded = torch.zeros(longest, *shape, dtype=wire.dtype, device=self.device)
+            padded[: len(wire)] = wire
+            gathered = self.trainer.strategy.all_gather(padded)
+            pooled[key] = torch.cat([gathered[r, :n] for r, n in enumerate(counts)]).to(dtype)
+        return pooled
+
     def state_dict(self) -> dict[str, Any]:
         # The sampling streams are a function of (seed, epoch, rank); the epoch is in Lightning's own
-        # loop state, so the seed is all the checkpoint needs to continue exactly.
-        return {"seed": self.seed, "streams": "per-epoch-v1"}
+        # loop state, so the seed is all the checkpoint needs to continue exactly -- plus what the proposal
+        # keeps across rounds (policy=frozen: the snapshot it samples from).
+        return {"seed": self.seed, "streams": "per-epoch-v1", "proposal": self.proposal.state_dict()}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed", self.seed) != self.seed:
@@ -210,6 +271,25 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
                 f"the checkpoint was written by a run with seed={state['seed']} but this run has seed={self.seed}; "
                 "resume with the same seed"
             )
+        self.proposal.load_state_dict(state.get("proposal", {}))
+
+
+def rank_steps(n: int, world: int, batch_size: int, rank: int, generator: torch.Generator) -> list[list[int]]:
+    """Rank ``rank``'s mini-batches (row indices) of ``n`` pooled rows: every rank gets the same number of steps.
+
+    One permutation (``generator``, the same on every rank) is cut into ``steps × world`` parts whose sizes
+    differ by at most one; step ``s`` of rank ``r`` is part ``s × world + r``. ``steps`` is the fewest that keep
+    parts within ``batch_size``, but never more than ``n // world`` (every part holds a row). So every row is
+    used once, no rank idles, and no part exceeds ``batch_size`` unless ``batch_size=1`` and ``world`` does not
+    divide ``n``. Fewer rows than ranks: no steps at all (an empty list on every rank).
+    """
+    steps = min(math.ceil(n / (world * batch_size)), n // world)
+    if steps == 0:
+        return []
+    order = torch.randperm(n, generator=generator).tolist()
+    parts = steps * world
+    bounds = [j * n // parts for j in range(parts + 1)]
+    return [order[bounds[s * world + rank] : bounds[s * world + rank + 1]] for s in range(steps)]
 
 
 def stream_seed(seed: int, epoch: int, rank: int, purpose: str) -> int:
@@ -219,7 +299,16 @@ def stream_seed(seed: int, epoch: int, rank: int, purpose: str) -> int:
 
 
 #: How a figure of one sampling round combines over ranks (anything else: the mean).
-SUMMED = ("proposals", "proposals_drawn", "accepted", "chunks", "envelope_violations", "envelope_raises")
+SUMMED = (
+    "proposals",
+    "proposals_drawn",
+    "accepted",
+    "chunks",
+    "envelope_violations",
+    "envelope_raises",
+    "round_prompts",
+    "round_candidates",
+)
 LARGEST = ("seconds", "log_M", "max_log_ratio", "partial")  # ranks sample in parallel: the round takes the longest
 
 

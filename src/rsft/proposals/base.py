@@ -26,8 +26,28 @@ class Proposal:
     def to(self, device: torch.device | str) -> Proposal:
         return self
 
+    #: Candidates that belong together and must be drawn by one rank (the k samples of one prompt): a
+    #: rank's share of ``sampler.num_proposals`` is a whole number of such groups.
+    group_size: int = 1
+
     def bind(self, model: Any) -> None:
         """Give the proposal the current model (on-policy proposals use it; others ignore it)."""
+
+    def split_round(self, round_seed: int, rank: int, world: int) -> None:
+        """Before each round (after :meth:`bind`): this rank's part of the round under multi-process training.
+
+        ``round_seed`` is the same on every rank (derived from the run's seed and the epoch), so a proposal
+        that must divide fixed items between ranks (the prompts of a round) can draw one order that all
+        ranks share and take its ``rank``-th part of ``world``. The default does nothing: a proposal of
+        independent draws needs no more than each rank's own stream.
+        """
+
+    def state_dict(self) -> dict[str, Any]:
+        """What a resumed run needs to continue exactly (saved in the checkpoint by the data module)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (called on resume before the first round)."""
 
     @property
     def event_shape(self) -> torch.Size | None:

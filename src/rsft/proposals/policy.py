@@ -3,7 +3,12 @@
 Each call ``sample(n)`` takes the next ``n / k`` prompts of the round's pool (a fresh seeded
 permutation every round) and returns their ``k`` completions as consecutive rows, so the *group* of
 one prompt never straddles two chunks: group rules (best-of-n, Boltzmann, the zero-variance filter)
-see whole groups. Run the engine in ``num_proposals`` mode with ``num_proposals = prompts × k``
+see whole groups. Under multi-process training the round's permutation is drawn from a stream every
+rank shares (:meth:`split_round`), and rank ``r`` of ``w`` owns the prompts at positions ``r, r + w,
+...``: each prompt lives on one rank, so it gets exactly k samples per round over all ranks, and round
+rules (dedup, max-per-prompt) see every sample of it.
+
+Run the engine in ``num_proposals`` mode with ``num_proposals = prompts × k``
 (``conf/proposal/policy.yaml`` derives both ``sampler.num_proposals`` and ``sampler.chunk_size``):
 every prompt gets exactly k samples per round, which is what RFT / STaR / ReST-EM mean by a round.
 
@@ -13,7 +18,9 @@ distribution), and the verifier's ``reward``, ``correct``, ``equations_ok``, ``h
 ``answer``, ``path_hash``. A completion that hit the token limit without eos is never correct.
 
 ``policy=current`` samples from the model being trained (on-policy: STaR, ReST-EM); ``policy=frozen``
-from a snapshot taken when the proposal is first bound (RFT: all rounds sample the SFT model).
+from a snapshot taken when the proposal is first bound (RFT: all rounds sample the SFT model). The
+snapshot is part of :meth:`state_dict`, which the data module puts in the checkpoint: a resumed run
+keeps sampling the SFT model.
 """
 
 from __future__ import annotations
@@ -73,6 +80,7 @@ class PolicyProposal(Proposal):
     """
 
     on_policy = True
+    group_size: int  # k: the samples of one prompt stay on one rank
 
     def __init__(
         self,
@@ -112,6 +120,7 @@ class PolicyProposal(Proposal):
             )
         self.task = task
         self.k = k
+        self.group_size = k
         self.pool_name = pool
         self.ids = task.pool(pool)
         if prompts_per_round is not None and prompts_per_round <= 0:
@@ -130,6 +139,8 @@ class PolicyProposal(Proposal):
         self.passes_per_round = int(passes_per_round)
         self.model: Any = None
         self._snapshot: dict[str, torch.Tensor] | None = None
+        self._rank, self._world = 0, 1
+        self._round_seed: int | None = None
         self.start_round()
 
     # -- binding and rounds ----------------------------------------------------------------
@@ -142,13 +153,22 @@ class PolicyProposal(Proposal):
             fix="choose a language model (model=tiny_gpt or model=hf_causal_lm)",
         )
         self.model = model
+        self._round_seed, self._rank, self._world = None, 0, 1  # the data module's split_round follows
         if self.policy == "frozen" and self._snapshot is None:
             self._snapshot = {k: v.detach().clone() for k, v in model.state_dict().items()}
         self.start_round()
 
+    def split_round(self, round_seed: int, rank: int, world: int) -> None:
+        """Draw this round's prompt order from ``round_seed`` (the same on every rank) and own part ``rank``."""
+        if not 0 <= rank < world:
+            raise ValueError(f"rank {rank} is not one of the {world} ranks")
+        self._round_seed, self._rank, self._world = int(round_seed), int(rank), int(world)
+        self.start_round()
+
     def start_round(self) -> None:
-        self._order: torch.Tensor | None = None
+        self._order: torch.Tensor | None = None  # this rank's prompts, in the order they are drawn
         self._cursor = 0
+        self._order_stream: torch.Generator | None = None
         self._groups = 0
         self._counts = {"candidates": 0, "correct": 0, "finished": 0, "reward": 0.0}
         self._prompts: set[int] = set()
@@ -158,15 +178,38 @@ class PolicyProposal(Proposal):
     def _next_prompts(self, m: int, generator: torch.Generator) -> torch.Tensor:
         picked = []
         while m > 0:
-            if self._order is None or self._cursor >= len(self._order):
-                perm = torch.randperm(len(self.ids), generator=generator, device=generator.device).cpu()
-                self._order = self.ids[perm]
+            if self._order is None:
+                self._order = self._round_prompts(generator)
+                self._cursor = 0
+            elif self._cursor >= len(self._order):
+                # More than one pass (num_accepted mode): the same prompts, in a new order, so a prompt's
+                # samples never move to another rank within the round.
+                stream = self._order_stream or generator
+                self._order = self._order[
+                    torch.randperm(len(self._order), generator=stream, device=stream.device).cpu()
+                ]
                 self._cursor = 0
             take = min(m, len(self._order) - self._cursor)
             picked.append(self._order[self._cursor : self._cursor + take])
             self._cursor += take
             m -= take
         return torch.cat(picked)
+
+    def _round_prompts(self, generator: torch.Generator) -> torch.Tensor:
+        """This rank's prompts of the round: part ``rank`` of a permutation every rank draws alike."""
+        if self._round_seed is None:  # used on its own (no data module): the engine's stream orders the pool
+            stream = generator
+        else:
+            stream = torch.Generator().manual_seed(self._round_seed)
+            self._order_stream = stream
+        perm = torch.randperm(len(self.ids), generator=stream, device=stream.device).cpu()
+        own = self.ids[perm][self._rank :: self._world]
+        if len(own) == 0:
+            raise ValueError(
+                f"rank {self._rank} of {self._world} has no prompts: the pool {self.pool_name!r} holds only "
+                f"{len(self.ids)}; use fewer processes (trainer.devices) or a larger pool"
+            )
+        return own
 
     # -- drawing ---------------------------------------------------------------------------
     def sample(self, n: int, generator: torch.Generator) -> Batch:
@@ -247,6 +290,20 @@ class PolicyProposal(Proposal):
                 self._correct_paths.add((pid, h))
 
     # -- what the data module asks after a round ---------------------------------------------
+    # -- checkpointing ---------------------------------------------------------------------
+    def state_dict(self) -> dict[str, Any]:
+        """The frozen snapshot (policy=frozen): a resumed run must keep sampling the model of the first round."""
+        return {"snapshot": self._snapshot} if self._snapshot is not None else {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        snapshot = state.get("snapshot")
+        if snapshot is not None and self.policy != "frozen":
+            raise ValueError(
+                "the checkpoint holds a frozen proposal snapshot (proposal.policy=frozen) but this run has "
+                f"proposal.policy={self.policy!r}; resume with the same proposal.policy"
+            )
+        self._snapshot = snapshot
+
     def round_stats(self, accepted: Batch) -> dict[str, float]:
         """Per-round diagnostics (logged as sampling/round_*; quoted when a round accepts nothing)."""
         c = self._counts
