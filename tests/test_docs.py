@@ -169,3 +169,25 @@ def test_publish_refuses_a_table_with_missing_required_cells(tmp_path, monkeypat
     assert main([*args, str(results)]) == 1
     assert "rows ['base', 'never'] have missing cells" in capsys.readouterr().out
     assert not results.exists()
+
+
+def test_benchmarks_publish_the_printed_report_with_figures_and_provenance(tmp_path, monkeypatch, capsys):
+    import torch
+
+    from benchmarks import __main__ as bench
+
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    threads = torch.get_num_threads()
+    try:
+        bench.main(["--quick", "--threads", "1", "--sections", "dims", "--publish", "toy"], results_root=tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    report = (tmp_path / "toy" / "report.md").read_text()
+    assert "throughput vs dimension" in report and report.count("\n  ") >= 3
+    assert printed.split("published")[0].strip() in report  # exactly what the console showed
+    figures = json.loads((tmp_path / "toy" / FIGURES).read_text())
+    assert figures["dims :: 10 :: rsft_over_numpy"] > 0 and "wall_seconds" in figures
+    record = read_provenance(tmp_path / "toy")
+    assert record["command"] == "python -m benchmarks --quick --threads 1 --sections dims --publish toy"
+    assert "benchmarks/suite.py" in record["sources"] and "src/rsft/sampling.py" in record["sources"]
