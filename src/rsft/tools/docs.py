@@ -148,6 +148,8 @@ def stale_report(root: Path = REPO_ROOT) -> list[str]:
         changed = changed_since(record.get("commit"), record.get("sources", []), root)
         name = directory.relative_to(root)
         when = f"{(record.get('commit') or '?')[:10]}, {str(record.get('date', ''))[:10]}"
+        if record.get("dirty"):
+            when += ", produced with uncommitted changes"
         if changed is None:
             lines.append(f"? {name} ({when}): git cannot compare (commit unknown here)")
         elif changed:
