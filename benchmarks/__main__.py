@@ -12,17 +12,22 @@ training (share of epoch time spent rebuilding the accepted set, one subprocess 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import datetime
+import io
 import json
 import os
 import platform
 import sys
 import time
+from pathlib import Path
 
 import torch
 
 from benchmarks import memory, suite, training_overhead
 from benchmarks.cases import CASES
+from rsft.tools.provenance import provenance, write_artifact
+from rsft.tools.sources import import_closure, relative, run_sources
 
 SECTIONS = ["race", "chunks", "dims", "memory", "training"]
 #: Accepted samples per case. 10^7 only where it finishes in reasonable time on 2 cores: at 1 %
@@ -79,14 +84,88 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser.add_argument("--epochs", type=int, default=3, help="training section: epochs per experiment")
     parser.add_argument("--memory-proposals", type=int, default=None)
     parser.add_argument("--out", default=None, help="write every figure to this JSON file")
+    parser.add_argument(
+        "--publish",
+        metavar="NAME",
+        default=None,
+        help="also write benchmarks/results/NAME/ (the printed report, figures, provenance) for the docs to embed",
+    )
     return parser.parse_args(argv)
 
 
-def main(argv: list[str] | None = None) -> dict:
+RESULTS_ROOT = Path(__file__).resolve().parent / "results"
+
+
+def main(argv: list[str] | None = None, results_root: Path = RESULTS_ROOT) -> dict:
     # no_grad as a context, not set_grad_enabled(False): main() is also called in-process by the
     # tests, and must not leave autograd switched off for whoever runs next.
+    args = parse_args(argv)
     with torch.no_grad():
-        return run(parse_args(argv))
+        if not args.publish:
+            return run(args)
+        printed = io.StringIO()
+        with contextlib.redirect_stdout(Tee(sys.stdout, printed)):
+            results = run(args)
+    publish(args, results, printed.getvalue(), list(argv if argv is not None else sys.argv[1:]), results_root)
+    return results
+
+
+class Tee(io.TextIOBase):
+    """Prints and keeps a copy (the published report is exactly what the console showed)."""
+
+    def __init__(self, *streams: io.TextIOBase):
+        self.streams = streams
+
+    def write(self, text: str) -> int:
+        for stream in self.streams:
+            stream.write(text)
+        return len(text)
+
+    def flush(self) -> None:
+        for stream in self.streams:
+            stream.flush()
+
+
+#: The fields that name a row of each section (the rest are its figures).
+ROW_IDS = {
+    "race": ("case", "n", "contender"),
+    "chunks": ("case", "chunk_size"),
+    "dims": ("dim",),
+    "memory": ("proposals", "chunk_size"),
+    "training": ("experiment",),
+}
+
+
+def figures(results: dict) -> dict:
+    """Named figures for the docs: ``<section> :: <row id> :: <field>`` for every number of every row."""
+    out: dict = {"wall_seconds": results["wall_seconds"]}
+    for section, ids in ROW_IDS.items():
+        for row in results.get(section, []):
+            name = " :: ".join(str(row[k]) for k in ids if k in row)
+            for key, value in row.items():
+                if isinstance(value, (int, float)) and not isinstance(value, bool) and key not in ids:
+                    out[f"{section} :: {name} :: {key}"] = value
+    return out
+
+
+def publish(args: argparse.Namespace, results: dict, printed: str, argv: list[str], results_root: Path) -> Path:
+    files = import_closure([Path(__file__)])
+    if "training" in args.sections:
+        for row in results.get("training", []):
+            files |= run_sources([f"experiment={row['experiment']}"])
+    record = provenance(
+        ["python", "-m", "benchmarks", *argv],
+        results["wall_seconds"],
+        relative(files),
+        load_average=[results["machine"]["load_average"], results["machine"]["load_average_end"]],
+    )
+    report = f"# Benchmarks: {args.publish}\n\n```text\n{printed.rstrip()}\n```\n"
+    directory = results_root / args.publish
+    write_artifact(
+        directory, {"report.md": report, "results.json": json.dumps(results, indent=1) + "\n"}, figures(results), record
+    )
+    print(f"published {directory}")
+    return directory
 
 
 def run(args: argparse.Namespace) -> dict:

@@ -1,15 +1,12 @@
 """The package layout: imports run one way (README, "How the code is laid out"), with no cycle.
 
-Read from the source with ``ast`` (nothing is imported), so a new module that imports upward, or an
-import hidden inside a function to dodge a cycle, fails here with the offending edge named.
+Read from the source with ``ast`` by ``rsft.tools.sources`` (nothing is imported), so a new module that
+imports upward, or an import hidden inside a function to dodge a cycle, fails here with the edge named.
 """
 
 from __future__ import annotations
 
-import ast
-from pathlib import Path
-
-SRC = Path(__file__).resolve().parents[1] / "src"
+from rsft.tools.sources import import_graph
 
 #: Layers from the bottom up. A module may import modules of its own layer's package and of lower layers.
 LAYERS: list[tuple[str, ...]] = [
@@ -30,30 +27,6 @@ ALLOWED = {
     "rsft.metrics": ("rsft.batch",),
     "rsft.run": (),
 }
-
-
-def module_name(path: Path) -> str:
-    parts = list(path.relative_to(SRC).with_suffix("").parts)
-    if parts[-1] == "__init__":
-        parts.pop()
-    return ".".join(parts)
-
-
-def import_graph() -> dict[str, set[str]]:
-    """module -> the rsft modules it imports (anywhere in the file, functions included)."""
-    modules = {module_name(p): p for p in SRC.joinpath("rsft").rglob("*.py")}
-    graph: dict[str, set[str]] = {}
-    for name, path in modules.items():
-        edges: set[str] = set()
-        for node in ast.walk(ast.parse(path.read_text())):
-            if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rsft"):
-                for alias in node.names:  # `from rsft.tasks import credit_data` imports a module
-                    sub = f"{node.module}.{alias.name}"
-                    edges.add(sub if sub in modules else node.module)
-            elif isinstance(node, ast.Import):
-                edges.update(a.name for a in node.names if a.name.startswith("rsft"))
-        graph[name] = {e for e in edges if e != name}
-    return graph
 
 
 def package(module: str) -> str:

@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -27,6 +28,8 @@ from typing import Any
 import yaml
 
 from rsft.run.config import REPO_ROOT
+from rsft.tools.provenance import provenance, write_artifact
+from rsft.tools.sources import import_closure, relative, run_sources
 
 TOLERANCE_RULES = ("spread", "absolute", "relative")
 
@@ -76,6 +79,7 @@ class Row:
     overrides: list[str]
     reference: dict[str, float] = field(default_factory=dict)
     after: str | None = None  # label of an earlier row whose run of the same seed this one needs
+    optional: bool = False  # may be missing in a published table (e.g. its data set is not shipped)
 
     @property
     def slug(self) -> str:
@@ -95,6 +99,11 @@ class TableSpec:
     env: dict[str, str] = field(default_factory=dict)
     notes: str = ""
     jobs: int = 1
+    path: Path | None = None  # the spec file, when loaded from one
+
+    @property
+    def optional_rows(self) -> set[str]:
+        return {row.label for row in self.rows if row.optional}
 
 
 def _require(cond: bool, where: str, message: str) -> None:
@@ -155,7 +164,7 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
         _require(
             not stray, where, f"row {r['label']!r}: reference names metric(s) {sorted(stray)} that are not in metrics"
         )
-        stray_keys = set(r) - {"label", "overrides", "reference", "after"}
+        stray_keys = set(r) - {"label", "overrides", "reference", "after", "optional"}
         _require(not stray_keys, where, f"row {r['label']!r}: unknown key(s) {sorted(stray_keys)}")
         after = r.get("after")
         if after is not None:
@@ -170,6 +179,7 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
                 list(overrides),
                 {k: float(v) for k, v in reference.items()},
                 None if after is None else str(after),
+                bool(r.get("optional", False)),
             )
         )
     slugs = [r.slug for r in rows]
@@ -213,7 +223,9 @@ def load_spec(name_or_path: str, experiments_dir: Path | None = None) -> TableSp
         path = (experiments_dir or REPO_ROOT / "experiments") / f"{name_or_path}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no table spec {path}; write experiments/<name>.yaml (see experiments/README.md)")
-    return parse_spec(yaml.safe_load(path.read_text()), path.stem, str(path))
+    spec = parse_spec(yaml.safe_load(path.read_text()), path.stem, str(path))
+    spec.path = path
+    return spec
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -408,8 +420,8 @@ def format_reference(cell: Cell, digits: int) -> str:
     return "—" if cell.reference is None else f"{cell.reference:.{digits}f}"
 
 
-def write_outputs(spec: TableSpec, table: list[list[Cell]], out: Path, footer: str = "") -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
+def table_markdown(spec: TableSpec, table: list[list[Cell]], footer: str = "") -> str:
+    """The table as Markdown: title, reference, the rows, and the count of cells inside the tolerance."""
     md = [f"# {spec.title}", ""]
     if spec.source:
         md += [f"Reference: {spec.source}", ""]
@@ -438,27 +450,106 @@ def write_outputs(spec: TableSpec, table: list[list[Cell]], out: Path, footer: s
     md += ["", f"{inside} of {judged} judged cells inside the tolerance (✓ inside, ✗ outside); {missing} missing."]
     if footer:
         md += ["", footer]
-    md_path = out / "table.md"
-    md_path.write_text("\n".join(md) + "\n")
-    csv_path = out / "table.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["row", "metric", "n", "mean", "std", "reference", "bound", "verdict"])
-        for cells in table:
-            for c in cells:
-                writer.writerow(
-                    [
-                        c.row,
-                        c.metric,
-                        c.n,
-                        "" if not c.values else c.mean,
-                        "" if c.n < 2 else c.std,
-                        "" if c.reference is None else c.reference,
-                        "" if c.bound is None else c.bound,
-                        c.verdict,
-                    ]
-                )
+    return "\n".join(md) + "\n"
+
+
+def table_csv(table: list[list[Cell]]) -> str:
+    """One line per row × metric: n, mean, std, reference, bound, verdict."""
+    handle = io.StringIO()
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(["row", "metric", "n", "mean", "std", "reference", "bound", "verdict"])
+    for cells in table:
+        for c in cells:
+            writer.writerow(
+                [
+                    c.row,
+                    c.metric,
+                    c.n,
+                    "" if not c.values else c.mean,
+                    "" if c.n < 2 else c.std,
+                    "" if c.reference is None else c.reference,
+                    "" if c.bound is None else c.bound,
+                    c.verdict,
+                ]
+            )
+    return handle.getvalue()
+
+
+def table_figures(table: list[list[Cell]]) -> dict[str, Any]:
+    """Named figures for prose in the docs: verdict counts and, per ``<row> :: <metric>``, mean/std/n/verdict."""
+    cells = [c for row in table for c in row]
+    figures: dict[str, Any] = {
+        "inside": sum(c.verdict == "inside" for c in cells),
+        "judged": sum(c.verdict in ("inside", "outside") for c in cells),
+        "missing": sum(c.verdict == "missing" for c in cells),
+    }
+    for c in cells:
+        key = f"{c.row} :: {c.metric}"
+        figures[f"{key} :: mean"] = c.mean if c.values else None
+        figures[f"{key} :: std"] = c.std if c.n > 1 else None
+        figures[f"{key} :: n"] = c.n
+        figures[f"{key} :: verdict"] = c.verdict
+    return figures
+
+
+def write_outputs(spec: TableSpec, table: list[list[Cell]], out: Path, footer: str = "") -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, csv_path = out / "table.md", out / "table.csv"
+    md_path.write_text(table_markdown(spec, table, footer))
+    csv_path.write_text(table_csv(table))
     return md_path, csv_path
+
+
+def table_sources(spec: TableSpec, extra: list[str]) -> list[str]:
+    """The files the table's runs load: every row's configs and code, the spec, and this tool."""
+    files = set(import_closure([Path(__file__)])) | ({spec.path} if spec.path else set())
+    for row in spec.rows:
+        files |= run_sources([*spec.overrides, *row.overrides, *[o for o in extra if not o.startswith("hydra")]])
+    return relative(files)
+
+
+def publish(
+    spec: TableSpec,
+    table: list[list[Cell]],
+    out: Path,
+    argv: list[str],
+    seconds: float,
+    extra: list[str],
+    results_root: Path = REPO_ROOT / "experiments" / "results",
+) -> Path:
+    """Write ``experiments/results/<name>/``: table.md, table.csv, figures.json, provenance.json.
+
+    The provenance says how many cells this invocation ran and how many it found from earlier runs, and
+    the seconds the runs themselves took (from their metrics.json), since a resumed table's wall time
+    covers only what it ran.
+    """
+    run_seconds, reused = 0.0, 0
+    for row in spec.rows:
+        for seed in spec.seeds:
+            path = run_dir(out, row, seed) / "metrics.json"
+            if path.is_file():
+                run_seconds += float(json.loads(path.read_text()).get("wall_seconds", 0.0))
+                reused += path.stat().st_mtime < time.time() - seconds
+    directory = results_root / spec.name
+    record = provenance(
+        ["rsft-table", *argv],
+        seconds,
+        table_sources(spec, extra),
+        seeds=list(spec.seeds),
+        runs_seconds=round(run_seconds, 1),
+        cells_from_earlier_runs=reused,
+        jobs=spec.jobs,
+    )
+    footer = f"Wall time {seconds:.0f} s ({spec.jobs} job(s) at a time); the runs themselves: {run_seconds:.0f} s" + (
+        f"; {reused} cell(s) from earlier runs." if reused else "."
+    )
+    write_artifact(
+        directory,
+        {"table.md": table_markdown(spec, table, footer), "table.csv": table_csv(table)},
+        table_figures(table),
+        record,
+    )
+    return directory
 
 
 def print_table(spec: TableSpec, table: list[list[Cell]], console: Any) -> None:
@@ -512,6 +603,14 @@ def main(argv: list[str] | None = None) -> int:
         "--wandb", action="store_true", help="also log the table as a W&B Table (offline unless WANDB_MODE is set)"
     )
     parser.add_argument("--jobs", type=int, help="(row, seed) runs at once (default: the spec's jobs, else 1)")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write experiments/results/<name>/ (table, figures, provenance) for the docs to embed",
+    )
+    parser.add_argument(
+        "--results-root", type=Path, default=REPO_ROOT / "experiments" / "results", help=argparse.SUPPRESS
+    )
     args = parser.parse_intermixed_args(argv)
 
     from rich.console import Console
@@ -547,6 +646,19 @@ def main(argv: list[str] | None = None) -> int:
     for label, reason in errors.items():
         console.print(f"[yellow]{label}[/]: missing — {reason}")
     console.print(f"wrote {md_path} and {csv_path}" + ("" if args.collect else f" ({seconds:.0f} s)"))
+    if args.publish:
+        required_missing = sorted(
+            {c.row for cells in table for c in cells if c.verdict == "missing" and c.row not in spec.optional_rows}
+        )
+        if required_missing:
+            console.print(
+                f"[red]not published[/]: rows {required_missing} have missing cells; run them (or mark a row "
+                "`optional: true` in the spec when its data may be absent)"
+            )
+            return 1
+        command = list(argv if argv is not None else sys.argv[1:])
+        published = publish(spec, table, out, command, seconds, args.overrides, args.results_root)
+        console.print(f"published {published}")
     if args.wandb:
         log_to_wandb(spec, table, out)
     return 0
