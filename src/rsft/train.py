@@ -32,6 +32,7 @@ from rsft.data import RejectionSamplingDataModule
 from rsft.models.checkpoint import load_weights_only
 from rsft.run.callbacks import EpochRecorder, SamplingStatsLogger, scalar_metrics
 from rsft.run.config import conf_dir, register_resolvers
+from rsft.run.console import quiet_library_notices
 from rsft.run.records import (
     check_process_launch,
     check_writable,
@@ -54,6 +55,7 @@ REQUIRED_TOP_LEVEL = ("seed", "proposal", "acceptance", "model", "task", "sample
 def train(cfg: DictConfig) -> float | None:
     """Run one experiment; return ``metrics[cfg.objective]`` (for sweepers) or None."""
     started = time.perf_counter()
+    quiet_library_notices()
     check_config(cfg)  # the whole config, typed, before any work: one line naming the key on any error
     run_dir = Path(cfg.paths.output_dir)
     ckpt_path = _checked_resume(cfg, run_dir)
