@@ -11,6 +11,7 @@ Everything a run writes goes to its run directory (``paths.output_dir``):
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -18,6 +19,8 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -92,13 +95,34 @@ def train(cfg: DictConfig) -> float | None:
         results = trainer.validate(model, datamodule=datamodule, verbose=False)
         if trainer.is_global_zero:
             write_json(before_path, {f"before/{k}": v for r in results for k, v in scalar_metrics(r).items()})
-    # weights_only=True explicitly: Lightning leaves it to torch's default, which the environment can turn off.
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-
-    metrics = _final_metrics(trainer, datamodule, before_path, started)
-    if trainer.is_global_zero:
-        _report(cfg, run_dir, metrics, task, datamodule, model, loggers, record)
+    with _out_of_space_is_clear(run_dir):
+        # weights_only=True explicitly: Lightning leaves it to torch's default, which the environment can turn off.
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics = _final_metrics(trainer, datamodule, before_path, started)
+        if trainer.is_global_zero:
+            _report(cfg, run_dir, metrics, task, datamodule, model, loggers, record)
     return _objective(cfg, metrics)
+
+
+#: A write that failed because the disk, a quota or a file-size limit is full.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+@contextmanager
+def _out_of_space_is_clear(run_dir: Path) -> Iterator[None]:
+    """A full disk mid-run: say so, and how to continue. Checkpoints and JSON files are written atomically,
+    so the last complete checkpoint is still there for resume=auto."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in OUT_OF_SPACE:
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        raise OSError(
+            err.errno,
+            f"paths.output_dir={str(run_dir)!r} ran out of space ({err.strerror}){where}; earlier outputs and the "
+            "last complete checkpoint are kept: free space (or raise the file-size limit), then resume=auto",
+        ) from err
 
 
 def check_config(cfg: DictConfig) -> None:
