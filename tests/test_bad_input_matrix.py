@@ -52,14 +52,34 @@ CONFIG_ROWS = [
     ("unknown-key", ["nosuchkey=1"], "Could not override 'nosuchkey'"),
     ("unknown-group-option", ["proposal=nosuch"], "Could not find 'proposal/nosuch'"),
     ("unknown-target", ["task.target.name=moon"], "unknown density target 'moon'"),
-    # wrong types
-    ("seed-string", ["seed=abc"], "seed must be a non-negative integer, got 'abc'"),
+    # wrong types (rsft.run.schema: checked before any work)
+    ("seed-string", ["seed=abc"], "seed='abc' is not an integer: set seed to an integer"),
     (
         "num-accepted-string",
         ["sampler.num_accepted=many"],
-        "num_accepted must be a positive integer, got 'many' (set sampler.num_accepted)",
+        "sampler.num_accepted='many' is not an integer or null: set sampler.num_accepted to an integer or null",
     ),
-    ("chunk-size-float", ["sampler.chunk_size=2.5"], "chunk_size must be a positive integer, got 2.5"),
+    ("chunk-size-float", ["sampler.chunk_size=2.5"], "sampler.chunk_size=2.5 is not an integer or null"),
+    (
+        "max-epochs-string",
+        ["trainer.max_epochs=abc"],
+        "trainer.max_epochs='abc' is not an integer or null: set trainer.max_epochs to an integer or null",
+    ),
+    ("eval-before-not-bool", ["eval_before=maybe"], "eval_before='maybe' is not true or false"),
+    ("pretrain-steps-string", ["model.pretrain.steps=many"], "model.pretrain.steps='many' is not an integer"),
+    ("threads-string", ["threads=two"], "threads='two' is not an integer or null"),
+    ("sampler-unknown-key", ["+sampler.chunksize=5"], "sampler.chunksize is not a key of sampler: remove it"),
+    # out of range / contradictory
+    (
+        "seed-beyond-int64",
+        ["seed=18446744073709551616"],
+        "seed=18446744073709551616 is out of range: set seed to an integer in [0, 4294967295]",
+    ),
+    (
+        "num-proposals-with-num-accepted",
+        ["sampler.num_proposals=5000", "sampler.num_accepted=20000"],  # 20000: conf/sampler's default
+        "sampler.num_proposals=5000 is set but so is sampler.num_accepted=20000: set sampler.num_accepted=null",
+    ),
     # negative / zero sizes
     ("num-accepted-negative", ["sampler.num_accepted=-5"], "num_accepted must be a positive integer, got -5"),
     (
@@ -72,9 +92,9 @@ CONFIG_ROWS = [
         ["sampler.num_accepted=null", "sampler.num_proposals=-3"],
         "num_proposals must be a positive integer, got -3",
     ),
-    ("batch-size-negative", ["model.batch_size=-1"], "batch_size must be positive, got -1"),
+    ("batch-size-negative", ["model.batch_size=-1"], "model.batch_size must be positive, got -1"),
     ("proposal-scale-negative", ["proposal.scale=-1"], "scale must be positive, got -1"),
-    ("max-epochs-negative", ["trainer.max_epochs=-2", *NO_WARMUP], "`max_epochs` must be a non-negative integer or -1"),
+    ("max-epochs-negative", ["trainer.max_epochs=-2"], "trainer.max_epochs=-2 must be a non-negative integer or -1"),
     # non-finite densities / envelope
     ("log-M-nan", ["acceptance.log_M=nan"], "acceptance.log_M must be finite, got nan"),
     ("margin-below-one", ["acceptance.margin=0.5"], "acceptance.margin must be ≥ 1, got 0.5"),
@@ -155,7 +175,7 @@ CONFIG_ROWS = [
     (
         "arith-zero-k",
         ["experiment=rft_arithmetic", "proposal.k=0"],
-        "proposal.k (samples per prompt) must be a positive integer, got 0",
+        "sampler.num_proposals is computed as ${rsft_mul:${proposal.prompts_per_round},${proposal.k}}",
     ),
     (
         "arith-negative-temperature",
@@ -178,6 +198,33 @@ def test_bad_config_fails_with_a_clear_message(overrides, fragment, tmp_path):
     out = [] if any(o.startswith("paths.output_dir=") for o in overrides) else [f"paths.output_dir={tmp_path / 'run'}"]
     with pytest.raises(Exception, match=re.escape(fragment)):
         train(compose(["debug=fast", *overrides, *out]))
+
+
+#: Rows that rsft.run.schema (or check_config) must refuse before any work: nothing is written to the run dir.
+UP_FRONT = (
+    "seed-string",
+    "num-accepted-string",
+    "chunk-size-float",
+    "max-epochs-string",
+    "eval-before-not-bool",
+    "pretrain-steps-string",
+    "threads-string",
+    "sampler-unknown-key",
+    "seed-beyond-int64",
+    "num-proposals-with-num-accepted",
+    "max-epochs-negative",
+    "batch-size-negative",
+    "resume-missing",
+)
+
+
+@pytest.mark.parametrize("overrides, fragment", [pytest.param(o, f, id=i) for i, o, f in CONFIG_ROWS if i in UP_FRONT])
+def test_config_errors_come_before_any_work_in_one_line(overrides, fragment, tmp_path):
+    run_dir = tmp_path / "run"
+    with pytest.raises(Exception, match=re.escape(fragment)) as caught:
+        train(compose(["debug=fast", *overrides, f"paths.output_dir={run_dir}"]))
+    assert "\n" not in str(caught.value)
+    assert not run_dir.exists(), "the run dir was touched before the config was checked"
 
 
 # -- engine inputs (the Python API) --------------------------------------------------------------

@@ -1,17 +1,19 @@
-"""Fault injection: W&B failing, the output dir becoming unwritable, SIGKILL of a credit run, a killed sweep.
+"""Fault injection: W&B unreachable, the disk filling up mid-run, SIGKILL of a credit run, a killed sweep.
 
 test_resume.py covers SIGKILL + resume for the density experiment; the credit sibling here reuses its helpers.
 """
 
 from __future__ import annotations
 
-import errno
 import json
 import os
 import re
+import resource
 import signal
+import socket
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -22,19 +24,52 @@ from rsft.run.config import compose
 from rsft.train import train
 
 
-def test_failing_wandb_then_full_disk_leave_a_finished_run_and_its_outputs(tmp_path, monkeypatch):
-    import wandb
+@pytest.fixture
+def silent_server():
+    """A TCP endpoint on 127.0.0.1 that accepts connections and never answers: W&B online, unreachable."""
+    server = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    server.bind(("127.0.0.1", 0))
+    server.listen(64)
+    accepted: list[socket.socket] = []
 
-    def unreachable(*args, **kwargs):
-        raise wandb.errors.CommError("wandb.init timed out: api.wandb.ai unreachable")
+    def accept_forever() -> None:
+        while True:
+            try:
+                conn, _ = server.accept()
+            except OSError:  # the server socket was closed: the test is over
+                return
+            accepted.append(conn)  # held open, never read or answered
 
-    monkeypatch.setattr(wandb, "init", unreachable)
+    threading.Thread(target=accept_forever, daemon=True).start()
+    yield f"http://127.0.0.1:{server.getsockname()[1]}", accepted
+    server.close()
+    for conn in accepted:
+        conn.close()
+
+
+@pytest.mark.timeout(180)  # nothing may hang: W&B's own default would wait 90 s per start
+def test_unreachable_wandb_server_leaves_a_finished_run(tmp_path, monkeypatch, silent_server):
+    url, accepted = silent_server
+    monkeypatch.setenv("WANDB_MODE", "online")
+    monkeypatch.setenv("WANDB_BASE_URL", url)
+    monkeypatch.setenv("WANDB_API_KEY", "x" * 40)  # a key, so W&B goes online instead of asking for a login
     run_dir = tmp_path / "run"
     cfg = compose(
-        ["debug=fast", "logger=both", "eval_before=false", "trainer.max_epochs=1", f"paths.output_dir={run_dir}"]
+        [
+            "debug=fast",
+            "logger=both",
+            "logger.wandb.init_timeout=3",
+            "eval_before=false",
+            "trainer.max_epochs=1",
+            f"paths.output_dir={run_dir}",
+        ]
     )
+    started = time.monotonic()
     with pytest.warns(RuntimeWarning, match="W&B failed to start .*CommError.*the run continues without W&B"):
         train(cfg)
+    elapsed = time.monotonic() - started
+    assert accepted, "W&B never reached the endpoint: the test did not exercise an unreachable server"
+    assert elapsed < 60, f"the run waited {elapsed:.0f} s on W&B despite logger.wandb.init_timeout=3"
     # The run finished with its local logs.
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["epochs"] == 1
@@ -42,22 +77,56 @@ def test_failing_wandb_then_full_disk_leave_a_finished_run_and_its_outputs(tmp_p
     assert any((run_dir / "csv").rglob("metrics.csv"))
     assert (run_dir / "checkpoints" / "last.ckpt").is_file()
 
-    # Now the disk is full: continuing the run fails at once with a clear error and leaves every earlier
-    # output as it was.
+
+def limit_file_size(limit: int):
+    """For a child process: files may not grow past ``limit`` bytes; a write beyond it fails with EFBIG
+    (SIGXFSZ ignored, so the write returns an error instead of killing the process)."""
+
+    def apply() -> None:
+        resource.setrlimit(resource.RLIMIT_FSIZE, (limit, limit))
+        signal.signal(signal.SIGXFSZ, signal.SIG_IGN)
+
+    return apply
+
+
+@pytest.mark.slow  # ~40 s on the shared 2-core machine: one run, then a command-line resume
+def test_a_full_disk_mid_run_fails_clearly_and_keeps_earlier_outputs(tmp_path):
+    run_dir = tmp_path / "run"
+    fast = ["debug=fast", "logger=csv", "eval_before=false"]
+    train(compose([*fast, "trainer.max_epochs=1", f"paths.output_dir={run_dir}"]))
     before = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    real_write_text = Path.write_text
-
-    def disk_full(self, *args, **kwargs):
-        if run_dir in self.parents:
-            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC), str(self))
-        return real_write_text(self, *args, **kwargs)
-
-    monkeypatch.setattr(Path, "write_text", disk_full)
-    again = compose(["debug=fast", "logger=csv", "resume=auto", "trainer.max_epochs=2", f"paths.output_dir={run_dir}"])
-    with pytest.raises(OSError, match=r"paths.output_dir=.* is not writable \(No space left on device\)"):
-        train(again)
-    after = {p: p.read_bytes() for p in run_dir.rglob("*") if p.is_file()}
-    assert after == before
+    last = run_dir / "checkpoints" / "last.ckpt"
+    # Small files (config, records, log rows) still fit; the next checkpoint, written by torch.save after the
+    # second epoch's training, does not: the disk "fills up" mid-run.
+    limit = len(before[last]) // 2
+    assert limit > max(len(b) for p, b in before.items() if p.suffix != ".ckpt") * 4
+    done = subprocess.run(
+        [sys.executable, "-m", "rsft.train", *fast, "resume=auto", "trainer.max_epochs=2", f"hydra.run.dir={run_dir}"],
+        cwd=tmp_path,
+        env={k: v for k, v in environment().items() if k != "HYDRA_FULL_ERROR"},
+        capture_output=True,
+        text=True,
+        timeout=600,
+        preexec_fn=limit_file_size(limit),
+    )
+    assert done.returncode != 0
+    errors = [line for line in done.stderr.splitlines() if line.startswith("rsft-train: error:")]
+    assert len(errors) == 1, done.stderr[-3000:]
+    assert re.search(r"paths.output_dir=.* ran out of space \(File too large\).*resume=auto", errors[0]), errors[0]
+    assert "Traceback" not in done.stderr
+    # It failed mid-run, after training the second epoch: its log row was written.
+    rows = (run_dir / "epochs.jsonl").read_text().splitlines()
+    assert len(rows) == 2
+    # Nothing half-written: every checkpoint is byte-identical and no partial file is left beside them;
+    # metrics.json is absent (the run did not finish) or whole.
+    checkpoints = {p: b for p, b in before.items() if p.parent.name == "checkpoints"}
+    assert {p: p.read_bytes() for p in (run_dir / "checkpoints").iterdir()} == checkpoints
+    metrics = run_dir / "metrics.json"
+    assert not metrics.exists() or json.loads(metrics.read_text())
+    assert not list(run_dir.rglob("*.tmp"))
+    # The append-only logs keep their earlier bytes.
+    for name in ("epochs.jsonl",):
+        assert (run_dir / name).read_bytes().startswith(before[run_dir / name])
 
 
 # -- SIGKILL mid-run, then resume=auto: the credit experiment ------------------------------------

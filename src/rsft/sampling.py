@@ -102,6 +102,13 @@ class SamplerSettings:
     def __post_init__(self) -> None:
         if self.on_empty not in ("error", "skip"):
             raise ValueError(f"sampler.on_empty must be 'error' or 'skip', got {self.on_empty!r}")
+        # Both set: num_proposals would silently win over num_accepted (a default in conf/sampler).
+        if self.num_accepted is not None and self.num_proposals is not None:
+            raise ValueError(
+                f"sampler.num_proposals={self.num_proposals!r} is set but so is sampler.num_accepted="
+                f"{self.num_accepted!r}: set sampler.num_accepted=null to judge exactly num_proposals candidates "
+                "(or sampler.num_proposals=null to keep num_accepted)"
+            )
         # Checked here, when the run starts, not at the first sampling round after pre-training.
         for key in ("num_accepted", "num_proposals", "chunk_size", "max_proposals"):
             value = getattr(self, key)

@@ -11,6 +11,7 @@ Everything a run writes goes to its run directory (``paths.output_dir``):
 
 from __future__ import annotations
 
+import errno
 import json
 import logging
 import math
@@ -18,6 +19,8 @@ import os
 import sys
 import time
 import warnings
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -29,8 +32,10 @@ from omegaconf import DictConfig, OmegaConf
 from pytorch_lightning.utilities import rank_zero_only
 
 from rsft.data import RejectionSamplingDataModule
+from rsft.models.checkpoint import load_weights_only
 from rsft.run.callbacks import EpochRecorder, SamplingStatsLogger, scalar_metrics
 from rsft.run.config import conf_dir, register_resolvers
+from rsft.run.console import quiet_library_notices
 from rsft.run.records import (
     check_process_launch,
     check_writable,
@@ -41,7 +46,9 @@ from rsft.run.records import (
     start_record,
     write_json,
 )
+from rsft.run.schema import validate_config
 from rsft.run.wandb import finish_wandb
+from rsft.sampling import SamplerSettings
 
 log = logging.getLogger("rsft")
 
@@ -51,7 +58,10 @@ REQUIRED_TOP_LEVEL = ("seed", "proposal", "acceptance", "model", "task", "sample
 def train(cfg: DictConfig) -> float | None:
     """Run one experiment; return ``metrics[cfg.objective]`` (for sweepers) or None."""
     started = time.perf_counter()
+    quiet_library_notices()
+    check_config(cfg)  # the whole config, typed, before any work: one line naming the key on any error
     run_dir = Path(cfg.paths.output_dir)
+    ckpt_path = _checked_resume(cfg, run_dir)
     done = _setup(cfg, run_dir)
     if done is not None:  # a relaunched sweep: this job already finished with this config
         return _objective(cfg, done)
@@ -70,7 +80,6 @@ def train(cfg: DictConfig) -> float | None:
         seed=cfg.seed,
         run_dir=run_dir,
     )
-    ckpt_path = resolve_checkpoint(cfg.get("resume"), run_dir)
     before_path = run_dir / "before.json"
     if ckpt_path is None:
         before_path.unlink(missing_ok=True)
@@ -86,30 +95,61 @@ def train(cfg: DictConfig) -> float | None:
         results = trainer.validate(model, datamodule=datamodule, verbose=False)
         if trainer.is_global_zero:
             write_json(before_path, {f"before/{k}": v for r in results for k, v in scalar_metrics(r).items()})
-    trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path)
-
-    metrics = _final_metrics(trainer, datamodule, before_path, started)
-    if trainer.is_global_zero:
-        _report(cfg, run_dir, metrics, task, datamodule, model, loggers, record)
+    with _out_of_space_is_clear(run_dir):
+        # weights_only=True explicitly: Lightning leaves it to torch's default, which the environment can turn off.
+        trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
+        metrics = _final_metrics(trainer, datamodule, before_path, started)
+        if trainer.is_global_zero:
+            _report(cfg, run_dir, metrics, task, datamodule, model, loggers, record)
     return _objective(cfg, metrics)
 
 
+#: A write that failed because the disk, a quota or a file-size limit is full.
+OUT_OF_SPACE = (errno.ENOSPC, errno.EFBIG, errno.EDQUOT)
+
+
+@contextmanager
+def _out_of_space_is_clear(run_dir: Path) -> Iterator[None]:
+    """A full disk mid-run: say so, and how to continue. Checkpoints and JSON files are written atomically,
+    so the last complete checkpoint is still there for resume=auto."""
+    try:
+        yield
+    except OSError as err:
+        if err.errno not in OUT_OF_SPACE:
+            raise
+        where = f" writing {err.filename}" if err.filename else ""
+        raise OSError(
+            err.errno,
+            f"paths.output_dir={str(run_dir)!r} ran out of space ({err.strerror}){where}; earlier outputs and the "
+            "last complete checkpoint are kept: free space (or raise the file-size limit), then resume=auto",
+        ) from err
+
+
 def check_config(cfg: DictConfig) -> None:
-    """Reject settings that would otherwise fail late or silently."""
+    """Reject settings that would otherwise fail late or silently: missing groups, values of the wrong type or
+    out of range (rsft.run.schema), a resume checkpoint that does not exist."""
     missing = [key for key in REQUIRED_TOP_LEVEL if key not in cfg]
     if missing:
         raise ValueError(f"the config has no {', '.join(missing)}: compose it from conf/train.yaml")
-    if not isinstance(cfg.seed, int) or isinstance(cfg.seed, bool) or cfg.seed < 0:
-        raise ValueError(f"seed must be a non-negative integer, got {cfg.seed!r}")
+    validate_config(cfg, closed_groups={"sampler": SamplerSettings})
     resume = cfg.get("resume")
     if resume is not None and resume != "auto" and not Path(str(resume)).is_file():
         raise FileNotFoundError(f"resume={resume!r}: no such checkpoint file; pass resume=auto or a .ckpt path")
 
 
+def _checked_resume(cfg: DictConfig, run_dir: Path) -> str | None:
+    """The checkpoint to resume from, read once as weights only before anything else is done, so that a file
+    holding more than weights is refused before the run dir is touched."""
+    resume = cfg.get("resume")
+    ckpt_path = resolve_checkpoint(resume, run_dir)
+    if ckpt_path is not None:
+        load_weights_only(ckpt_path, f"resume={resume!r}: the checkpoint {ckpt_path!r}")
+    return ckpt_path
+
+
 def _setup(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
-    """Check the config and the run dir, write the config, set threads and seeds. Returns the metrics of
-    a finished identical run when ``skip_finished`` applies (then nothing else is done)."""
-    check_config(cfg)
+    """Check the run dir, write the config, set threads and seeds. Returns the metrics of a finished identical
+    run when ``skip_finished`` applies (then nothing else is done)."""
     check_process_launch(cfg.trainer)
     check_writable(run_dir)
     if cfg.get("skip_finished", False):
@@ -121,9 +161,7 @@ def _setup(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
         (run_dir / "metrics.json").unlink(missing_ok=True)  # stale metrics must not outlive their config
         (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     threads = cfg.get("threads")
-    if threads is not None:
-        if not isinstance(threads, int) or isinstance(threads, bool) or threads <= 0:
-            raise ValueError(f"threads must be a positive integer or null (torch's default), got {threads!r}")
+    if threads is not None:  # a positive integer: checked by check_config
         torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.get("deterministic", False)), warn_only=True)

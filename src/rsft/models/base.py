@@ -10,6 +10,7 @@ import pytorch_lightning as pl
 import torch
 
 from rsft.batch import Batch, is_skipped_round
+from rsft.models.checkpoint import load_weights_only
 
 
 class FineTunedModel(pl.LightningModule):
@@ -111,7 +112,7 @@ class FineTunedModel(pl.LightningModule):
             raise FileNotFoundError(
                 f"model.init_checkpoint={str(path)!r} does not exist; give the path of a .ckpt file"
             )
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_weights_only(path, f"model.init_checkpoint={str(path)!r}")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         try:
             self.load_state_dict(state)

@@ -26,7 +26,7 @@ def conf_dir() -> Path:
 
 def register_resolvers() -> None:
     """``${rsft_root:}`` resolves to the repository root (where ``outputs/`` lives); ``${rsft_mul:a,b}`` to a × b;
-    ``${rsft_pool_size:…}`` to the size of a problem pool."""
+    ``${rsft_unless:a,b}`` to b when a is null; ``${rsft_pool_size:…}`` to the size of a problem pool."""
     if not OmegaConf.has_resolver("rsft_root"):
         OmegaConf.register_new_resolver("rsft_root", lambda: str(REPO_ROOT))
     # ``${rsft_mul:a,b}`` = a × b (integers), e.g. sampler.num_proposals = prompts × k.
@@ -34,6 +34,10 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("rsft_mul", lambda *xs: math.prod(int(x) for x in xs))
     # ``${rsft_pool_size:pool,num_sft,num_answer_only}``: problems in a training pool of task=arithmetic,
     # so proposal.prompts_per_round follows proposal.pool.
+    # ``${rsft_unless:a,b}``: b when a is null, else null. debug=fast caps sampler.num_accepted only in runs that
+    # count accepted rows, not in runs that set num_proposals (both set is an error).
+    if not OmegaConf.has_resolver("rsft_unless"):
+        OmegaConf.register_new_resolver("rsft_unless", lambda a, b: b if a is None else None)
     if not OmegaConf.has_resolver("rsft_pool_size"):
         OmegaConf.register_new_resolver("rsft_pool_size", pool_size)
 

@@ -121,6 +121,7 @@ def wandb_logger(
     job_type: str = "train",
     resume: str | None = None,
     console: str = "off",
+    init_timeout: float = 90.0,
 ) -> WandbLogger | WandbUnavailable:
     """A Lightning ``WandbLogger`` whose files, id and mode follow the rules in the module docstring.
 
@@ -144,7 +145,8 @@ def wandb_logger(
         job_type=job_type,
         mode=chosen,
         log_model=False,
-        settings=wandb.Settings(silent=True, console=console),
+        # init_timeout bounds how long an online start may wait on an unreachable server.
+        settings=wandb.Settings(silent=True, console=console, init_timeout=init_timeout),
     )
     try:
         logger.experiment  # start W&B now (rank 0 only): if it cannot start, the run goes on without it
