@@ -17,7 +17,7 @@ import torch
 
 from rsft.acceptance.fairness import reweighing_weights
 from rsft.metrics.fairness import best_threshold, classification_report
-from rsft.tasks.credit_data import load_credit_split
+from rsft.tasks.decision_data import load_decision_split
 
 METRICS = ("balanced_accuracy", "disparate_impact", "average_odds_difference")
 
@@ -45,7 +45,7 @@ def fit_logistic(x: torch.Tensor, y: torch.Tensor, weights: torch.Tensor, c: flo
 def main(dataset: str, sensitive: str, splits: int) -> None:
     results = {"before": [], "after": [], "after@bef-thr": []}
     for seed in range(splits):
-        split = load_credit_split(dataset, sensitive, seed=seed)
+        split = load_decision_split(dataset, sensitive, seed=seed)
         train = split.train
         weights = {
             "before": torch.ones(len(train["y"]), dtype=torch.double),

@@ -18,7 +18,7 @@ from rsft.acceptance.fairness import (
 )
 from rsft.proposals.dataset import DatasetProposal
 from rsft.sampling import rejection_sample
-from rsft.tasks.credit_data import load_credit_split
+from rsft.tasks.decision_data import load_decision_split
 
 
 def toy_rows(s, y, x=None):
@@ -40,7 +40,7 @@ def test_reweighing_weights_by_hand():
 
 
 def accepted_cells(acceptance, n=20_000, seed=0):
-    split = load_credit_split("german", "age", seed=0)
+    split = load_decision_split("german", "age", seed=0)
     result = rejection_sample(DatasetProposal(split), acceptance, num_accepted=n, chunk_size=8192, seed=seed)
     return cell_counts(result.batch["s"], result.batch["y"]), split
 
@@ -49,7 +49,7 @@ def test_reweighing_accepted_set_has_zero_parity_difference():
     """The accepted rows are i.i.d. from a law where s and y are independent, so a χ² test of independence
     on their 2×2 table has a uniform p-value: failing when p < 1e-4 is a false failure with probability 1e-4
     (any seed). The same test on rows accepted by `all` (SPD −0.15) must reject: it shows the test has power."""
-    split = load_credit_split("german", "age", seed=0)
+    split = load_decision_split("german", "age", seed=0)
     cells, _ = accepted_cells(Reweighing(split))
     p_value = chi2_contingency(cells.numpy(), correction=False).pvalue
     assert p_value > 1e-4, (cells, p_value)
@@ -62,7 +62,7 @@ def test_reweighing_accepted_set_has_zero_parity_difference():
 
 
 def test_uniform_sampling_keeps_exact_cell_quotas_per_chunk():
-    split = load_credit_split("german", "sex", seed=1)
+    split = load_decision_split("german", "sex", seed=1)
     rule = UniformSampling(split)
     batch = DatasetProposal(split).sample(10_000, torch.Generator().manual_seed(0))
     kept = rule.accept(batch, torch.Generator().manual_seed(0))

@@ -47,7 +47,7 @@ def import_graph() -> dict[str, set[str]]:
         edges: set[str] = set()
         for node in ast.walk(ast.parse(path.read_text())):
             if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("rsft"):
-                for alias in node.names:  # `from rsft.tasks import credit_data` imports a module
+                for alias in node.names:  # `from rsft.tasks import decision_data` imports a module
                     sub = f"{node.module}.{alias.name}"
                     edges.add(sub if sub in modules else node.module)
             elif isinstance(node, ast.Import):

