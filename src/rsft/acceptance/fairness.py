@@ -69,6 +69,13 @@ def reweighing_weights(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return expected / counts
 
 
+def reweighing_table(data: Any) -> list[list[float]]:
+    """W(s, y) of a split's training rows as a nested list [s][y] (``model=logistic_weighted``'s cell weights)."""
+    rows = training_rows(data)
+    _require_fields(rows, "reweighing")
+    return reweighing_weights(rows["s"], rows["y"]).tolist()
+
+
 def _weight_stats(weights: torch.Tensor) -> dict[str, float]:
     return {f"rule_weight_s{i}_y{j}": float(weights[i, j]) for i in (0, 1) for j in (0, 1)}
 
