@@ -17,17 +17,17 @@ from rsft.run.config import compose
 from rsft.tasks.decision_data import load_decision_split
 from rsft.train import train
 
-# a tiny table: s = [0,0,0,1,1,1,1,1], y = [0,0,1,0,1,1,1,1]
+# a tiny table with cells (s, y): (0,0) ×2, (0,1) ×1, (1,0) ×3, (1,1) ×2
 S = torch.tensor([0, 0, 0, 1, 1, 1, 1, 1])
-Y = torch.tensor([0, 0, 1, 0, 1, 1, 1, 1])
+Y = torch.tensor([0, 0, 1, 0, 0, 0, 1, 1])
 
 
 def test_reweighing_table_by_hand():
-    # n = 8; P(s=0) = 3/8, P(y=1) = 5/8; cell (0,1) has 1 row: W = (3/8)(5/8)/(1/8) = 15/8, etc.
+    # n = 8; P(s=0) = 3/8, P(y=0) = 5/8: W(s, y) = P(s) P(y) / P(s, y)
     w = reweighing_table({"s": S, "y": Y, "x": torch.zeros(8, 1)})
     hand = [
-        [(3 / 8) * (3 / 8) / (2 / 8), (3 / 8) * (5 / 8) / (1 / 8)],
-        [(5 / 8) * (3 / 8) / (1 / 8), (5 / 8) * (5 / 8) / (4 / 8)],
+        [(3 / 8) * (5 / 8) / (2 / 8), (3 / 8) * (3 / 8) / (1 / 8)],
+        [(5 / 8) * (5 / 8) / (3 / 8), (5 / 8) * (3 / 8) / (2 / 8)],
     ]
     assert w[0] == pytest.approx(hand[0]) and w[1] == pytest.approx(hand[1])
 

@@ -8,6 +8,7 @@ import math
 
 import pytest
 import torch
+from fairlearn.metrics import demographic_parity_ratio
 
 from rsft.metrics import fairness_report
 from rsft.metrics.fairness_report import cell_counts, label_spd, parity, per_group
@@ -17,11 +18,11 @@ from rsft.train import train
 # 10 rows. s=0 (unprivileged): rows 0-3; s=1: rows 4-9.
 S = torch.tensor([0, 0, 0, 0, 1, 1, 1, 1, 1, 1])
 Y = torch.tensor([1, 1, 0, 0, 1, 1, 1, 0, 0, 0])
-D = torch.tensor([1, 0, 1, 0, 1, 1, 0, 1, 1, 0])
-# by hand: s=0: selection 2/4, TPR 1/2, FPR 1/2;  s=1: selection 4/6, TPR 2/3, FPR 2/3
+D = torch.tensor([1, 1, 1, 0, 1, 1, 0, 1, 0, 0])
+# by hand: s=0: selection 3/4, TPR 2/2, FPR 1/2;  s=1: selection 3/6, TPR 2/3, FPR 1/3
 HAND = {
-    0: {"n": 4, "selection_rate": 0.5, "tpr": 0.5, "fpr": 0.5},
-    1: {"n": 6, "selection_rate": 4 / 6, "tpr": 2 / 3, "fpr": 2 / 3},
+    0: {"n": 4, "selection_rate": 3 / 4, "tpr": 1.0, "fpr": 1 / 2},
+    1: {"n": 6, "selection_rate": 3 / 6, "tpr": 2 / 3, "fpr": 1 / 3},
 }
 
 
@@ -34,20 +35,18 @@ def test_per_group_rates_by_hand(use_fairlearn):
 
 def test_parity_keeps_aif360_definitions_by_hand():
     p = parity(D, Y, S)
-    assert p["statistical_parity_difference"] == pytest.approx(0.5 - 4 / 6)
-    assert p["disparate_impact"] == pytest.approx(0.5 / (4 / 6))  # unprivileged / privileged: 0.75
-    assert p["average_odds_difference"] == pytest.approx(0.5 * ((0.5 - 2 / 3) + (0.5 - 2 / 3)))
-    assert p["equal_opportunity_difference"] == pytest.approx(0.5 - 2 / 3)
-    # TPR overall 3/5, TNR overall 2/5 (rows 3, 9 of the 5 negatives)
-    assert p["balanced_accuracy"] == pytest.approx(0.5 * (3 / 5 + 2 / 5))
+    assert p["statistical_parity_difference"] == pytest.approx(3 / 4 - 1 / 2)
+    assert p["disparate_impact"] == pytest.approx((3 / 4) / (1 / 2))  # unprivileged / privileged: 1.5
+    assert p["average_odds_difference"] == pytest.approx(0.5 * ((1 / 2 - 1 / 3) + (1 - 2 / 3)))
+    assert p["equal_opportunity_difference"] == pytest.approx(1 - 2 / 3)
+    # overall: 4 of 5 positives decided 1 (TPR 4/5), 3 of 5 negatives decided 0 (TNR 3/5)
+    assert p["balanced_accuracy"] == pytest.approx(0.5 * (4 / 5 + 3 / 5))
 
 
 def test_aif360_di_is_not_fairlearns_ratio():
-    # swap the groups: AIF360's DI becomes 4/3 (> 1); fairlearn's demographic_parity_ratio stays min/max = 0.75
-    from fairlearn.metrics import demographic_parity_ratio
-
-    assert parity(D, Y, 1 - S)["disparate_impact"] == pytest.approx(4 / 3)
-    assert demographic_parity_ratio(Y.numpy(), D.numpy(), sensitive_features=(1 - S).numpy()) == pytest.approx(0.75)
+    # AIF360's DI is 1.5 here (the unprivileged group is selected more); fairlearn's ratio is min/max = 2/3
+    assert parity(D, Y, S)["disparate_impact"] == pytest.approx(1.5)
+    assert demographic_parity_ratio(Y.numpy(), D.numpy(), sensitive_features=S.numpy()) == pytest.approx(2 / 3)
 
 
 def test_cells_and_label_spd_by_hand():
