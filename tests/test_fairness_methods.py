@@ -117,3 +117,14 @@ def test_fairlearn_row_through_train_scores_its_decisions_with_the_shared_metric
     assert metrics["test/balanced_accuracy"] == pytest.approx(balanced, abs=1e-6)
     eod = rate((y == 1) & (s == 0)) - rate((y == 1) & (s == 1))
     assert metrics["test/equal_opportunity_difference"] == pytest.approx(eod, abs=1e-6)
+
+
+def test_fairlearn_fit_survives_a_checkpoint_round_trip():
+    data = tiny_split(120)
+    model = FairlearnBaseline(data, method="exponentiated_gradient_eo", seed=1)
+    model.pretrain(None, 1, 1, torch.Generator())
+    checkpoint: dict = {}
+    model.on_save_checkpoint(checkpoint)
+    restored = FairlearnBaseline(data, method="exponentiated_gradient_eo", seed=1)
+    restored.on_load_checkpoint(checkpoint)
+    assert torch.equal(restored.scores(data.train), model.scores(data.train))
