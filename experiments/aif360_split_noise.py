@@ -24,7 +24,7 @@ import torch
 
 from rsft.acceptance.fairness import reweighing_weights
 from rsft.metrics.fairness import best_threshold, classification_report
-from rsft.tasks.credit_data import load_credit_split
+from rsft.tasks.decision_data import load_decision_split
 from rsft.tools.provenance import provenance, write_artifact
 from rsft.tools.sources import import_closure, relative
 
@@ -55,7 +55,7 @@ def main(dataset: str, sensitive: str, splits: int) -> tuple[list[str], dict[str
     """Print the spread of the test metrics over ``splits`` random splits; return the lines and the figures."""
     results = {"before": [], "after": [], "after@bef-thr": []}
     for seed in range(splits):
-        split = load_credit_split(dataset, sensitive, seed=seed)
+        split = load_decision_split(dataset, sensitive, seed=seed)
         train = split.train
         weights = {
             "before": torch.ones(len(train["y"]), dtype=torch.double),

@@ -144,7 +144,7 @@ CONFIG_ROWS = [
     (
         "credit-unknown-dataset",
         ["experiment=credit_german", "task.data.dataset=mortgage"],
-        "task.data.dataset='mortgage' is not a credit dataset",
+        "task.data.dataset='mortgage' is not a decision dataset",
     ),
     (
         "credit-unknown-sensitive",

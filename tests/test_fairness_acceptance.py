@@ -18,7 +18,7 @@ from rsft.acceptance.fairness import (
 )
 from rsft.proposals.dataset import DatasetProposal
 from rsft.sampling import rejection_sample
-from rsft.tasks.credit_data import load_credit_split
+from rsft.tasks.decision_data import load_decision_split
 
 
 def toy_rows(s, y, x=None):
@@ -40,7 +40,7 @@ def test_reweighing_weights_by_hand():
 
 
 def accepted_cells(acceptance, n=20_000, seed=0):
-    split = load_credit_split("german", "age", seed=0)
+    split = load_decision_split("german", "age", seed=0)
     result = rejection_sample(DatasetProposal(split), acceptance, num_accepted=n, chunk_size=8192, seed=seed)
     return cell_counts(result.batch["s"], result.batch["y"]), split
 
@@ -49,7 +49,7 @@ def test_reweighing_accepted_set_has_zero_parity_difference():
     """The accepted rows are i.i.d. from a law where s and y are independent, so a χ² test of independence
     on their 2×2 table has a uniform p-value: failing when p < 1e-4 is a false failure with probability 1e-4
     (any seed). The same test on rows accepted by `all` (SPD −0.15) must reject: it shows the test has power."""
-    split = load_credit_split("german", "age", seed=0)
+    split = load_decision_split("german", "age", seed=0)
     cells, _ = accepted_cells(Reweighing(split))
     p_value = chi2_contingency(cells.numpy(), correction=False).pvalue
     assert p_value > 1e-4, (cells, p_value)
@@ -62,7 +62,7 @@ def test_reweighing_accepted_set_has_zero_parity_difference():
 
 
 def test_uniform_sampling_keeps_exact_cell_quotas_per_chunk():
-    split = load_credit_split("german", "sex", seed=1)
+    split = load_decision_split("german", "sex", seed=1)
     rule = UniformSampling(split)
     batch = DatasetProposal(split).sample(10_000, torch.Generator().manual_seed(0))
     kept = rule.accept(batch, torch.Generator().manual_seed(0))
@@ -73,9 +73,23 @@ def test_uniform_sampling_keeps_exact_cell_quotas_per_chunk():
     # s and y independent in the kept set up to that rounding
     rates = cells[:, 1] / cells.sum(1)
     assert abs(float(rates[0] - rates[1])) < 0.01
-    # the kept rows of a cell are its first rows in draw order
+    # the kept rows of a cell are a random subset of it, not its first rows in draw order
     first_cell = (2 * batch["s"] + batch["y"]) == 0
-    assert torch.equal(kept[first_cell], torch.arange(int(first_cell.sum())) < int(cells[0, 0]))
+    assert not torch.equal(kept[first_cell], torch.arange(int(first_cell.sum())) < int(cells[0, 0]))
+
+
+def test_uniform_sampling_with_fewer_accepted_than_a_chunk_still_balances_the_cells():
+    """The engine keeps the first num_accepted accepted rows of the last chunk. With 8,000 of a 32,768-row
+    chunk the accepted label SPD has sampling sd ≈ 0.013 (German/age, P(y=1) ≈ 0.7, 19 % young), so
+    |SPD| < 0.065 (5 sd) fails falsely with probability < 1e-6. Power: a rule that kept each cell's first
+    rows gave the data's SPD (≈ −0.15) here, 6 sd outside."""
+    split = load_decision_split("german", "age", seed=0)
+    result = rejection_sample(
+        DatasetProposal(split), UniformSampling(split), num_accepted=8000, chunk_size=32768, seed=0
+    )
+    s, y = result.batch["s"], result.batch["y"].double()
+    spd = float(y[s == 0].mean() - y[s == 1].mean())
+    assert abs(spd) < 0.065, spd
 
 
 def test_preferential_copies_by_hand():

@@ -69,6 +69,13 @@ def reweighing_weights(s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return expected / counts
 
 
+def reweighing_table(data: Any) -> list[list[float]]:
+    """W(s, y) of a split's training rows as a nested list [s][y] (``model=logistic_weighted``'s cell weights)."""
+    rows = training_rows(data)
+    _require_fields(rows, "reweighing")
+    return reweighing_weights(rows["s"], rows["y"]).tolist()
+
+
 def _weight_stats(weights: torch.Tensor) -> dict[str, float]:
     return {f"rule_weight_s{i}_y{j}": float(weights[i, j]) for i in (0, 1) for j in (0, 1)}
 
@@ -98,8 +105,10 @@ class Reweighing(ProbabilisticAcceptance):
 class UniformSampling(Acceptance):
     """Per chunk, keep the largest set whose cell sizes are proportional to E(s, y) (``acceptance=uniform_sampling``).
 
-    The chunk's rows are i.i.d. uniform draws from the training set, so keeping the first q(s, y)
-    rows of each cell keeps a uniform random subset of the cell.
+    The kept q(s, y) rows of each cell are a uniformly random subset of the chunk's rows of that cell,
+    spread over the chunk's positions. (Keeping each cell's *first* q rows would make the chunk's first
+    rows all kept; the engine trims the last chunk to its first accepted rows, so with ``num_accepted``
+    below the chunk size the accepted set was the unfiltered prefix, i.e. ``acceptance=all``.)
     """
 
     def __init__(self, data: Any):
@@ -120,7 +129,12 @@ class UniformSampling(Acceptance):
         available = one_hot.sum(0).double()
         total = torch.floor((available / self.fractions).min())  # rows kept in this chunk
         quota = torch.floor(total * self.fractions)
-        rank = (one_hot.cumsum(0) - 1).gather(1, cell[:, None]).squeeze(1)  # position of each row within its cell
+        # a random rank within each cell: sort by (cell, uniform key), then count from each cell's start
+        keys = cell.double() + torch.rand(cell.shape, generator=generator, device=cell.device, dtype=torch.float64)
+        order = torch.argsort(keys)
+        starts = torch.cumsum(available, 0) - available
+        rank = torch.empty_like(cell)
+        rank[order] = torch.arange(cell.numel(), device=cell.device) - starts.long()[cell[order]]
         return rank < quota[cell]
 
     def stats(self) -> dict[str, float]:

@@ -1,4 +1,4 @@
-"""Binary classifiers for tabular decisions (credit): logistic regression and an MLP.
+"""Binary classifiers for tabular decisions (credit, medical diagnosis): logistic regression and an MLP.
 
 Both output one logit for the favourable label. Evaluation follows AIF360's demo: the decision
 threshold is the one (of 0.01 … 0.99) with the best balanced accuracy on the split named
@@ -6,9 +6,15 @@ threshold is the one (of 0.01 … 0.99) with the best balanced accuracy on the s
 :mod:`rsft.metrics.fairness`, logged as ``<split>/<metric>`` (plus ``<split>/threshold``).
 During fine-tuning the statistical parity difference of the labels of the epoch's accepted set is
 logged as ``train/accepted_spd`` (when the batches carry the sensitive attribute ``s``).
+
+``cell_weights`` (a 2×2 table [s][y]) weights each row's loss by its (sensitive attribute, label)
+cell: with the reweighing weights W(s, y) this is the exact weighted fit of AIF360's ``Reweighing``
+(``model=logistic_weighted``), the baseline reweighing-by-rejection is compared with.
 """
 
 from __future__ import annotations
+
+from collections.abc import Sequence
 
 import torch
 from torch import nn
@@ -18,65 +24,32 @@ from rsft.metrics.fairness import best_threshold, classification_report
 from rsft.models.base import FineTunedModel
 
 
-class BinaryTabularClassifier(FineTunedModel):
-    """``hidden=[]``: logistic regression; otherwise an MLP with ReLU layers of those widths.
-
-    ``l2`` adds ½·l2·‖weights‖² (biases excluded) to the mean log-loss: sklearn's default
-    ``LogisticRegression(C=1)`` on n rows corresponds to l2 = 1/n.
-    """
+class TabularDecisionModel(FineTunedModel):
+    """The evaluation every tabular decision model shares: scores on the evaluation splits, the decision
+    threshold chosen on ``threshold_split``, fairness metrics per split. Subclasses give :meth:`scores`."""
 
     def __init__(
         self,
-        input_dim: int,
-        hidden: tuple[int, ...] = (),
+        eval_splits: Sequence[str] = ("val", "test"),
+        threshold_split: str = "val",
         lr: float = 1e-2,
         weight_decay: float = 0.0,
         lr_schedule: str = "constant",
-        l2: float = 0.0,
-        eval_splits: tuple[str, ...] = ("val", "test"),
-        threshold_split: str = "val",
     ):
         super().__init__(lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule)
-        if input_dim <= 0:
-            raise ValueError(f"model.net.input_dim must be positive, got {input_dim}")
-        if l2 < 0:
-            raise ValueError(f"model.net.l2 must be ≥ 0, got {l2}")
         eval_splits = tuple(eval_splits)
         if threshold_split not in eval_splits:
             raise ValueError(
                 f"model.net.threshold_split={threshold_split!r} must be one of "
                 f"model.net.eval_splits={list(eval_splits)}"
             )
-        self.save_hyperparameters()
-        layers: list[nn.Module] = []
-        width = int(input_dim)
-        for h in hidden:
-            layers += [nn.Linear(width, int(h)), nn.ReLU()]
-            width = int(h)
-        layers.append(nn.Linear(width, 1))
-        self.net = nn.Sequential(*layers)
-        self.l2 = float(l2)
         self.eval_splits = eval_splits
         self.threshold_split = threshold_split
         self._collected: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.net(x).squeeze(-1)
-
-    @torch.no_grad()
-    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
-        """Probability of the favourable label (used by on-policy rules such as preferential sampling)."""
-        return torch.sigmoid(self(x))
-
-    # -- training ---------------------------------------------------------------------------
-    def training_loss(self, batch: Batch) -> torch.Tensor:
-        if "y" not in batch:
-            raise KeyError(f"the classifier needs labels 'y' in the accepted batch, which has {sorted(batch)}")
-        loss = nn.functional.binary_cross_entropy_with_logits(self(batch["x"]), batch["y"].float())
-        if self.l2 > 0:
-            weights = sum((m.weight**2).sum() for m in self.net if isinstance(m, nn.Linear))
-            loss = loss + 0.5 * self.l2 * weights
-        return loss
+    def scores(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - interface
+        """Score of the favourable decision per row (decide favourable when score > threshold)."""
+        raise NotImplementedError
 
     def on_train_epoch_start(self) -> None:
         # The data module has just rebuilt the accepted set: log its labels' parity difference.
@@ -97,26 +70,109 @@ class BinaryTabularClassifier(FineTunedModel):
                 "fairness evaluation needs the sensitive attribute 's' in every evaluation batch, which has "
                 f"{sorted(batch)}"
             )
-        self._collected.setdefault(dataloader_idx, []).append((self.predict_proba(batch["x"]), batch["y"], batch["s"]))
+        self._collected.setdefault(dataloader_idx, []).append((self.scores(batch), batch["y"], batch["s"]))
 
-    def on_validation_epoch_end(self) -> None:
-        if not self._collected:
-            return
+    def evaluation_data(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
+        """The last validation round's (scores, y, s) per evaluation split."""
         if len(self._collected) != len(self.eval_splits):
             raise ValueError(
                 f"the task gave {len(self._collected)} evaluation sets but model.net.eval_splits names "
                 f"{len(self.eval_splits)} ({list(self.eval_splits)}); make them agree"
             )
-        data = {
+        return {
             self.eval_splits[i]: tuple(torch.cat([part[k] for part in parts]) for k in range(3))
             for i, parts in sorted(self._collected.items())
         }
-        scores, y, _ = data[self.threshold_split]
-        threshold = best_threshold(scores, y)
-        for split, (scores, y, s) in data.items():
+
+    def decision_threshold(self) -> float:
+        scores, y, _ = self.evaluation_data()[self.threshold_split]
+        return best_threshold(scores, y)
+
+    def on_validation_epoch_end(self) -> None:
+        if not self._collected:
+            return
+        threshold = self.decision_threshold()
+        for split, (scores, y, s) in self.evaluation_data().items():
             report = classification_report(scores, y, s, threshold)
             report["threshold"] = threshold
             self.log_dict({f"{split}/{k}": float(v) for k, v in report.items()}, batch_size=1, add_dataloader_idx=False)
+
+
+class BinaryTabularClassifier(TabularDecisionModel):
+    """``hidden=[]``: logistic regression; otherwise an MLP with ReLU layers of those widths.
+
+    ``l2`` adds ½·l2·‖weights‖² (biases excluded) to the mean log-loss: sklearn's default
+    ``LogisticRegression(C=1)`` on n rows corresponds to l2 = 1/n.
+    """
+
+    def __init__(
+        self,
+        input_dim: int,
+        hidden: tuple[int, ...] = (),
+        lr: float = 1e-2,
+        weight_decay: float = 0.0,
+        lr_schedule: str = "constant",
+        l2: float = 0.0,
+        eval_splits: tuple[str, ...] = ("val", "test"),
+        threshold_split: str = "val",
+        cell_weights: Sequence[Sequence[float]] | None = None,
+    ):
+        super().__init__(eval_splits, threshold_split, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule)
+        if input_dim <= 0:
+            raise ValueError(f"model.net.input_dim must be positive, got {input_dim}")
+        if l2 < 0:
+            raise ValueError(f"model.net.l2 must be ≥ 0, got {l2}")
+        self.save_hyperparameters()
+        self.cell_weights = None if cell_weights is None else _check_cell_weights(cell_weights)
+        layers: list[nn.Module] = []
+        width = int(input_dim)
+        for h in hidden:
+            layers += [nn.Linear(width, int(h)), nn.ReLU()]
+            width = int(h)
+        layers.append(nn.Linear(width, 1))
+        self.net = nn.Sequential(*layers)
+        self.l2 = float(l2)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x).squeeze(-1)
+
+    @torch.no_grad()
+    def predict_proba(self, x: torch.Tensor) -> torch.Tensor:
+        """Probability of the favourable label (used by on-policy rules such as preferential sampling)."""
+        return torch.sigmoid(self(x))
+
+    def scores(self, batch: Batch) -> torch.Tensor:
+        return self.predict_proba(batch["x"])
+
+    # -- training ---------------------------------------------------------------------------
+    def training_loss(self, batch: Batch) -> torch.Tensor:
+        if "y" not in batch:
+            raise KeyError(f"the classifier needs labels 'y' in the accepted batch, which has {sorted(batch)}")
+        losses = nn.functional.binary_cross_entropy_with_logits(self(batch["x"]), batch["y"].float(), reduction="none")
+        if self.cell_weights is not None:
+            if "s" not in batch:
+                raise KeyError(
+                    "model.net.cell_weights weights rows by their (s, y) cell: the batch needs the sensitive "
+                    f"attribute 's', which it lacks (it has {sorted(batch)}); use proposal=dataset with task=decisions"
+                )
+            # the mean of w·loss, not normalised by Σw: the weights average 1 over the training split, so this
+            # is sklearn's sample_weight objective divided by n (what the l2 = 1/n convention assumes)
+            losses = losses * self.cell_weights.to(losses.device)[batch["s"].long(), batch["y"].long()]
+        loss = losses.mean()
+        if self.l2 > 0:
+            weights = sum((m.weight**2).sum() for m in self.net if isinstance(m, nn.Linear))
+            loss = loss + 0.5 * self.l2 * weights
+        return loss
+
+
+def _check_cell_weights(cell_weights: Sequence[Sequence[float]]) -> torch.Tensor:
+    weights = torch.as_tensor(cell_weights, dtype=torch.float32)
+    if weights.shape != (2, 2) or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+        raise ValueError(
+            "model.net.cell_weights must be a 2×2 table [[w(s=0,y=0), w(s=0,y=1)], [w(s=1,y=0), w(s=1,y=1)]] of "
+            f"finite non-negative weights, got {cell_weights!r}"
+        )
+    return weights
 
 
 class LogisticRegression(BinaryTabularClassifier):

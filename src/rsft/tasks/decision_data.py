@@ -2,7 +2,7 @@
 
 Each loader returns a :class:`TabularTable`: numeric features (categoricals one-hot), a binary label
 (1 = favourable outcome) and binary sensitive attributes (1 = privileged group). The sensitive
-attributes stay among the features, as in AIF360. :func:`load_credit_split` turns a table into a
+attributes stay among the features, as in AIF360. :func:`load_decision_split` turns a table into a
 seeded 70/15/15 train/valid/test split, standardised with the training split's mean and std only.
 
 Adult and German credit are shipped gzip-compressed inside the package (UCI, CC BY 4.0; see NOTICE).
@@ -25,9 +25,9 @@ import numpy as np
 import torch
 
 DATA_DIR = Path(__file__).resolve().parent / "data"
-DATASETS = ("adult", "german", "compas")
+DATASETS = ("adult", "german", "compas", "heart")
 #: Sensitive attributes each dataset offers (1 = privileged), in the order AIF360 lists them.
-SENSITIVE = {"adult": ("sex", "race"), "german": ("sex", "age"), "compas": ("sex", "race")}
+SENSITIVE = {"adult": ("sex", "race"), "german": ("sex", "age"), "compas": ("sex", "race"), "heart": ("sex", "age")}
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
 
 
@@ -265,17 +265,71 @@ def load_compas(path: str | Path | None = None) -> TabularTable:
     )
 
 
+# -- Cleveland heart disease ----------------------------------------------------------------------
+HEART_NUMERIC = ("age", "trestbps", "chol", "thalach", "oldpeak")
+HEART_CATEGORICAL = ("cp", "restecg", "slope", "ca", "thal")
+HEART_THAL = {"normal": "normal", "fixed": "fixed", "reversible": "reversible"}
+#: Age cut of the ``age`` attribute: patients of 55 and over (about half: the median age is 56).
+HEART_AGE_CUT = 55
+
+
+def load_heart(path: str | Path | None = None) -> TabularTable:
+    """303 patients of the Cleveland clinic (scikit-lego's ``heart.csv``). Label: the file's binary
+    ``target`` (1 = heart disease diagnosed, 83 of 303 rows). Features: age, resting blood pressure,
+    cholesterol, maximum heart rate, ST depression (numeric); chest-pain type, resting ECG, ST slope,
+    number of coloured vessels (0-3) and thal (one-hot; the two stray thal values "1" and "2" become one
+    category "unknown"); fasting blood sugar > 120, exercise angina (0/1); sex (1 = male) and
+    age ≥ 55 (= 1) as the sensitive attributes."""
+    file = _check_path(path) or DATA_DIR / "heart.csv.gz"
+    if file.is_dir():
+        file = _find(file, "heart.csv")
+    with _open_text(file) as handle:
+        reader = csv.DictReader(handle)
+        rows = list(reader)
+        header = reader.fieldnames or []
+    expected = (*HEART_NUMERIC, *HEART_CATEGORICAL, "sex", "fbs", "exang", "target")
+    missing = [c for c in expected if c not in header]
+    if missing:
+        raise ValueError(
+            f"task.data.path={str(file)!r} is not the heart-disease file: it lacks the column(s) {missing}"
+        )
+    numeric = np.array([[float(r[c]) for c in HEART_NUMERIC] for r in rows])
+    table = _assemble(
+        "heart",
+        categorical={
+            **{c: [int(float(r[c])) for r in rows] for c in HEART_CATEGORICAL if c != "thal"},
+            "thal": [HEART_THAL.get(r["thal"], "unknown") for r in rows],
+        },
+        binary={
+            "fbs": np.array([r["fbs"] == "1" for r in rows]),
+            "exang": np.array([r["exang"] == "1" for r in rows]),
+            "sex": np.array([r["sex"] == "1" for r in rows]),
+            "age": np.array([float(r["age"]) >= HEART_AGE_CUT for r in rows]),
+        },
+        label=np.array([r["target"] == "1" for r in rows]),
+        sensitive=SENSITIVE["heart"],
+    )
+    # the numeric columns go first, unbinned (the split standardises them); "age" then names the
+    # binary attribute column and "age (years)" the numeric one
+    names = tuple(f"{c} (years)" if c == "age" else c for c in HEART_NUMERIC) + table.feature_names
+    features = np.concatenate([numeric, table.features], axis=1)
+    return TabularTable("heart", features, names, table.label, table.attributes)
+
+
 LOADERS: dict[str, Callable[[str | Path | None], TabularTable]] = {
     "adult": load_adult,
     "german": load_german,
     "compas": load_compas,
+    "heart": load_heart,
 }
 
 
 def load_table(dataset: str, path: str | Path | None = None) -> TabularTable:
     """The preprocessed table of a dataset by name (``task.data.dataset``)."""
     if dataset not in LOADERS:
-        raise ValueError(f"task.data.dataset={dataset!r} is not a credit dataset; choose one of {', '.join(DATASETS)}")
+        raise ValueError(
+            f"task.data.dataset={dataset!r} is not a decision dataset; choose one of {', '.join(DATASETS)}"
+        )
     return LOADERS[dataset](path)
 
 
@@ -295,7 +349,7 @@ def check_binary_sensitive(s: np.ndarray | torch.Tensor, name: str) -> None:
 
 
 @dataclass(frozen=True)
-class CreditSplit:
+class DecisionSplit:
     """Train/valid/test batches (``x`` float32 standardised, ``y`` and ``s`` int64, ``index`` row id)."""
 
     dataset: str
@@ -311,10 +365,26 @@ class CreditSplit:
         return len(self.feature_names)
 
 
+def _cut(rows: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
+    # AIF360's order of cuts: 70 % train, then the rest halved (valid, test).
+    n_train = int(fractions[0] * len(rows))
+    n_valid = int(fractions[1] / (fractions[1] + fractions[2]) * (len(rows) - n_train))
+    return np.split(rows, [n_train, n_train + n_valid])
+
+
 def split_table(
-    table: TabularTable, sensitive: str, seed: int, fractions: Sequence[float] = SPLIT_FRACTIONS
-) -> CreditSplit:
-    """Seeded random split; features standardised with the training split's statistics only."""
+    table: TabularTable,
+    sensitive: str,
+    seed: int,
+    fractions: Sequence[float] = SPLIT_FRACTIONS,
+    stratify: bool = False,
+) -> DecisionSplit:
+    """Seeded random split; features standardised with the training split's statistics only.
+
+    ``stratify=True`` cuts each (sensitive attribute, label) cell separately, so every split keeps the
+    table's cell proportions (up to rounding): on a small table (heart: 16 women with the disease)
+    an unstratified test split could otherwise miss a cell and leave a group's TPR undefined.
+    """
     if sensitive not in table.attributes:
         raise ValueError(
             f"task.data.sensitive={sensitive!r} is not a sensitive attribute of {table.name}; "
@@ -324,12 +394,16 @@ def split_table(
     check_binary_sensitive(s, sensitive)
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"task.data.fractions must be three positive numbers adding to 1, got {list(fractions)}")
-    n = len(table)
-    order = torch.randperm(n, generator=torch.Generator().manual_seed(int(seed))).numpy()
-    # AIF360's order of cuts: 70 % train, then the rest halved (valid, test).
-    n_train = int(fractions[0] * n)
-    n_valid = int(fractions[1] / (fractions[1] + fractions[2]) * (n - n_train))
-    parts = np.split(order, [n_train, n_train + n_valid])
+    generator = torch.Generator().manual_seed(int(seed))
+    order = torch.randperm(len(table), generator=generator).numpy()
+    if stratify:
+        cell = 2 * s[order] + table.label[order]
+        per_cell = [_cut(order[cell == c], fractions) for c in range(4)]
+        # cells are concatenated, then each part is shuffled again so rows do not come sorted by cell
+        parts = [np.concatenate([cut[i] for cut in per_cell]) for i in range(3)]
+        parts = [p[torch.randperm(len(p), generator=generator).numpy()] for p in parts]
+    else:
+        parts = _cut(order, fractions)
     mean = table.features[parts[0]].mean(axis=0)
     std = table.features[parts[0]].std(axis=0)
     std[std == 0] = 1.0  # a constant column stays constant (sklearn's StandardScaler does the same)
@@ -343,7 +417,7 @@ def split_table(
             "index": torch.arange(len(rows)),
         }
 
-    return CreditSplit(table.name, sensitive, int(seed), table.feature_names, *(batch(p) for p in parts))
+    return DecisionSplit(table.name, sensitive, int(seed), table.feature_names, *(batch(p) for p in parts))
 
 
 @functools.lru_cache(maxsize=8)
@@ -353,26 +427,34 @@ def _cached_table(dataset: str, path: str | None) -> TabularTable:
 
 @functools.lru_cache(maxsize=16)
 def _cached_split(
-    dataset: str, sensitive: str, seed: int, path: str | None, fractions: tuple[float, ...]
-) -> CreditSplit:
-    return split_table(_cached_table(dataset, path), sensitive, seed, fractions)
+    dataset: str, sensitive: str, seed: int, path: str | None, fractions: tuple[float, ...], stratify: bool
+) -> DecisionSplit:
+    return split_table(_cached_table(dataset, path), sensitive, seed, fractions, stratify)
 
 
-def load_credit_split(
+def load_decision_split(
     dataset: str,
     sensitive: str,
     seed: int = 0,
     path: str | Path | None = None,
     fractions: Sequence[float] = SPLIT_FRACTIONS,
-) -> CreditSplit:
+    stratify: bool = False,
+) -> DecisionSplit:
     """The split a run uses. Cached, so the task, the proposal and the acceptance share one copy."""
     if dataset not in LOADERS:
-        raise ValueError(f"task.data.dataset={dataset!r} is not a credit dataset; choose one of {', '.join(DATASETS)}")
+        raise ValueError(
+            f"task.data.dataset={dataset!r} is not a decision dataset; choose one of {', '.join(DATASETS)}"
+        )
     if sensitive not in SENSITIVE[dataset]:
         raise ValueError(
             f"task.data.sensitive={sensitive!r} is not a sensitive attribute of {dataset}; "
             f"choose one of {', '.join(SENSITIVE[dataset])}"
         )
     return _cached_split(
-        dataset, sensitive, int(seed), None if path is None else str(path), tuple(float(f) for f in fractions)
+        dataset,
+        sensitive,
+        int(seed),
+        None if path is None else str(path),
+        tuple(float(f) for f in fractions),
+        bool(stratify),
     )

@@ -1,4 +1,4 @@
-"""task=credit end to end through train(cfg): pre-train, fine-tune on accepted sets, before/after metrics."""
+"""task=decisions end to end through train(cfg): pre-train, fine-tune on accepted sets, before/after metrics."""
 
 from __future__ import annotations
 
@@ -58,8 +58,8 @@ def test_mlp_with_on_policy_preferential_sampling(tmp_path):
     assert metrics["sampling/acceptance_rate"] == pytest.approx(0.5, abs=0.1)
 
 
-@pytest.mark.parametrize("experiment", ["credit_german", "credit_adult", "credit_compas"])
-def test_credit_experiments_compose(experiment):
+@pytest.mark.parametrize("experiment", ["credit_german", "credit_adult", "credit_compas", "medical_heart"])
+def test_decision_experiments_compose(experiment):
     cfg = compose([f"experiment={experiment}"])
     assert cfg.task.data.dataset == experiment.split("_")[1]
     assert cfg.model.net.input_dim == cfg.task.num_features[cfg.task.data.dataset]
@@ -68,5 +68,20 @@ def test_credit_experiments_compose(experiment):
 def test_bad_dataset_name_fails_with_the_key_to_fix(tmp_path):
     cfg = compose(["experiment=credit_german", *FAST, f"paths.output_dir={tmp_path}", "task.data.dataset=credit_card"])
     # Hydra wraps errors raised while instantiating; the rsft-train CLI prints the cause in one line.
-    with pytest.raises(InstantiationException, match="task.data.dataset='credit_card' is not a credit dataset"):
+    with pytest.raises(InstantiationException, match="task.data.dataset='credit_card' is not a decision dataset"):
         train(cfg)
+
+
+def test_task_credit_is_an_alias_of_task_decisions():
+    old = compose(["experiment=credit_german", "task=credit"])
+    assert old.task == compose(["experiment=credit_german"]).task
+
+
+def test_medical_heart_prints_fairness_before_and_after(tmp_path, capsys):
+    cfg = compose(["experiment=medical_heart", *FAST, f"paths.output_dir={tmp_path}"])
+    train(cfg)
+    out = capsys.readouterr().out
+    assert "test/disparate_impact" in out and " -> " in out  # "before -> after", as the credit experiments print
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["before/test/balanced_accuracy"] > 0.6  # far above chance on any split (0.75-0.9 seen)
+    assert cfg.task.data.dataset == "heart" and cfg.task.data.stratify

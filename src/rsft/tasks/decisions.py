@@ -1,4 +1,5 @@
-"""``task=credit``: fair credit decisions — fine-tune a classifier on fairly resampled training rows.
+"""``task=decisions``: fair decisions (credit: Adult, German, COMPAS; medicine: heart disease) — fine-tune
+a classifier on fairly resampled training rows.
 
 The task owns the data split (``task.data``: dataset, sensitive attribute, split seed, optional
 path), shared with ``proposal=dataset`` and the fairness acceptances through the same cached
@@ -15,16 +16,16 @@ import torch
 
 from rsft.batch import Batch
 from rsft.tasks.base import Task
-from rsft.tasks.credit_data import CreditSplit
+from rsft.tasks.decision_data import DecisionSplit
 
 
-class CreditTask(Task):
-    name = "credit"
+class DecisionTask(Task):
+    name = "decisions"
 
-    def __init__(self, data: CreditSplit, num_features: dict[str, int] | None = None):
-        if not isinstance(data, CreditSplit):
+    def __init__(self, data: DecisionSplit, num_features: dict[str, int] | None = None):
+        if not isinstance(data, DecisionSplit):
             raise TypeError(
-                "task.data must build a CreditSplit (rsft.tasks.credit_data.load_credit_split), "
+                "task.data must build a DecisionSplit (rsft.tasks.decision_data.load_decision_split), "
                 f"got {type(data).__name__}"
             )
         declared = (num_features or {}).get(data.dataset)
