@@ -191,3 +191,10 @@ def test_benchmarks_publish_the_printed_report_with_figures_and_provenance(tmp_p
     record = read_provenance(tmp_path / "toy")
     assert record["command"] == "python -m benchmarks --quick --threads 1 --sections dims --publish toy"
     assert "benchmarks/suite.py" in record["sources"] and "src/rsft/sampling.py" in record["sources"]
+
+
+def test_the_committed_examples_spec_parses():
+    examples = docs.load_examples(docs.REPO_ROOT / docs.EXAMPLES)
+    assert {e.name for e in examples} >= {"default", "density_onpolicy"}
+    with pytest.raises(DocsError, match="show must be summary/epochs/epoch_table"):
+        docs.load_examples_data({"examples": [{"name": "x", "show": ["plots"]}]}, "toy.yaml")

@@ -149,10 +149,27 @@ def test_unknown_table_name_is_one_clear_line(capsys):
     assert "no table spec" in capsys.readouterr().err
 
 
-@pytest.mark.parametrize("path", sorted((REPO_ROOT / "experiments").glob("*.yaml")), ids=lambda p: p.stem)
+TABLE_SPECS = sorted(p for p in (REPO_ROOT / "experiments").glob("*.yaml") if p.name != "examples.yaml")
+
+
+@pytest.mark.parametrize("path", TABLE_SPECS, ids=lambda p: p.stem)
 def test_every_committed_spec_parses(path):
     spec = load_spec(str(path))
     assert spec.rows and spec.seeds
+
+
+def test_a_row_can_have_seeds_of_its_own(tmp_path, monkeypatch):
+    spec_dict = {**SPEC, "seeds": 2, "rows": [{"label": "base"}, {"label": "small data", "seeds": 4}]}
+    path = write_spec(tmp_path, spec_dict)
+    root = tmp_path / "tables"
+    record: list = []
+    monkeypatch.setattr(table_mod.subprocess, "run", _fake_multirun(tmp_path, record=record))
+    assert main([str(path), "--output-root", str(root)]) == 0
+    assert sorted(record) == [("base", ["0", "1"]), ("small_data", ["0", "1", "2", "3"])]
+    assert [row[0].n for row in collect(load_spec(str(path)), root / "toy")] == [2, 4]
+    assert "rows with seeds of their own (small data: 4)" in (root / "toy" / "table.md").read_text()
+    with pytest.raises(TableSpecError, match="row 'x': seeds must be positive"):
+        parse_spec({**SPEC, "rows": [{"label": "x", "seeds": 0}]}, "toy")
 
 
 def test_the_aif360_spec_covers_the_published_table():

@@ -170,7 +170,10 @@ class Example:
 
 
 def load_examples(path: Path) -> list[Example]:
-    data = yaml.safe_load(path.read_text()) or {}
+    return load_examples_data(yaml.safe_load(path.read_text()) or {}, str(path))
+
+
+def load_examples_data(data: dict[str, Any], path: str) -> list[Example]:
     examples = []
     for i, item in enumerate(data.get("examples", [])):
         if not isinstance(item, dict) or "name" not in item:

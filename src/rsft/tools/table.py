@@ -80,6 +80,7 @@ class Row:
     reference: dict[str, float] = field(default_factory=dict)
     after: str | None = None  # label of an earlier row whose run of the same seed this one needs
     optional: bool = False  # may be missing in a published table (e.g. its data set is not shipped)
+    seeds: list[int] | None = None  # this row's own seeds (e.g. more for a small data set); None: the spec's
 
     @property
     def slug(self) -> str:
@@ -105,10 +106,26 @@ class TableSpec:
     def optional_rows(self) -> set[str]:
         return {row.label for row in self.rows if row.optional}
 
+    def seeds_of(self, row: Row) -> list[int]:
+        return self.seeds if row.seeds is None else row.seeds
+
 
 def _require(cond: bool, where: str, message: str) -> None:
     if not cond:
         raise TableSpecError(f"{where}: {message}")
+
+
+def _parse_seeds(seeds: Any, where: str, key: str) -> list[int]:
+    """A count N (seeds 0..N-1) or a list of non-negative integers."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        _require(seeds > 0, where, f"{key} must be positive, got {seeds}")
+        seeds = list(range(seeds))
+    _require(
+        isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds),
+        where,
+        f"{key} must be a count or a list of non-negative integers, got {seeds!r}",
+    )
+    return seeds
 
 
 def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> TableSpec:
@@ -127,15 +144,7 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
         "jobs",
     }
     _require(not unknown, where, f"unknown key(s) {sorted(unknown)}")
-    seeds = data.get("seeds", 5)
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        _require(seeds > 0, where, f"seeds must be positive, got {seeds}")
-        seeds = list(range(seeds))
-    _require(
-        isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds),
-        where,
-        f"seeds must be a count or a list of non-negative integers, got {seeds!r}",
-    )
+    seeds = _parse_seeds(data.get("seeds", 5), where, "seeds")
     metrics_raw = data.get("metrics")
     _require(isinstance(metrics_raw, list) and metrics_raw, where, "metrics must be a non-empty list")
     metrics = []
@@ -164,7 +173,7 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
         _require(
             not stray, where, f"row {r['label']!r}: reference names metric(s) {sorted(stray)} that are not in metrics"
         )
-        stray_keys = set(r) - {"label", "overrides", "reference", "after", "optional"}
+        stray_keys = set(r) - {"label", "overrides", "reference", "after", "optional", "seeds"}
         _require(not stray_keys, where, f"row {r['label']!r}: unknown key(s) {sorted(stray_keys)}")
         after = r.get("after")
         if after is not None:
@@ -180,6 +189,7 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
                 {k: float(v) for k, v in reference.items()},
                 None if after is None else str(after),
                 bool(r.get("optional", False)),
+                None if r.get("seeds") is None else _parse_seeds(r["seeds"], where, f"row {r['label']!r}: seeds"),
             )
         )
     slugs = [r.slug for r in rows]
@@ -234,7 +244,7 @@ def run_dir(out: Path, row: Row, seed: int) -> Path:
 
 
 def missing_seeds(spec: TableSpec, out: Path, row: Row) -> list[int]:
-    return [s for s in spec.seeds if not (run_dir(out, row, s) / "metrics.json").is_file()]
+    return [s for s in spec.seeds_of(row) if not (run_dir(out, row, s) / "metrics.json").is_file()]
 
 
 def multirun_command(spec: TableSpec, out: Path, row: Row, seeds: list[int], extra: list[str]) -> list[str]:
@@ -393,7 +403,7 @@ def collect(spec: TableSpec, out: Path) -> list[list[Cell]]:
     table = []
     for row in spec.rows:
         runs = []
-        for seed in spec.seeds:
+        for seed in spec.seeds_of(row):
             path = run_dir(out, row, seed) / "metrics.json"
             if path.is_file():
                 runs.append(json.loads(path.read_text()))
@@ -420,13 +430,20 @@ def format_reference(cell: Cell, digits: int) -> str:
     return "—" if cell.reference is None else f"{cell.reference:.{digits}f}"
 
 
+def _describe_seeds(spec: TableSpec) -> str:
+    if all(row.seeds is None for row in spec.rows):
+        return str(spec.seeds)
+    rows = ", ".join(f"{row.label}: {len(row.seeds)}" for row in spec.rows if row.seeds is not None)
+    return f"{spec.seeds}, except rows with seeds of their own ({rows})"
+
+
 def table_markdown(spec: TableSpec, table: list[list[Cell]], footer: str = "") -> str:
     """The table as Markdown: title, reference, the rows, and the count of cells inside the tolerance."""
     md = [f"# {spec.title}", ""]
     if spec.source:
         md += [f"Reference: {spec.source}", ""]
     md += [
-        f"Seeds: {spec.seeds}. Cells: mean ± std over seeds (n = runs found); reference in brackets; "
+        f"Seeds: {_describe_seeds(spec)}. Cells: mean ± std over seeds (n = runs found); reference in brackets; "
         f"verdict: {spec.tolerance.describe()}.",
         "",
     ]
@@ -525,7 +542,7 @@ def publish(
     """
     run_seconds, reused = 0.0, 0
     for row in spec.rows:
-        for seed in spec.seeds:
+        for seed in spec.seeds_of(row):
             path = run_dir(out, row, seed) / "metrics.json"
             if path.is_file():
                 run_seconds += float(json.loads(path.read_text()).get("wall_seconds", 0.0))
@@ -536,6 +553,7 @@ def publish(
         seconds,
         table_sources(spec, extra),
         seeds=list(spec.seeds),
+        row_seeds={row.label: row.seeds for row in spec.rows if row.seeds is not None},
         runs_seconds=round(run_seconds, 1),
         cells_from_earlier_runs=reused,
         jobs=spec.jobs,
@@ -626,6 +644,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rsft-table: error: --seeds must be positive, got {args.seeds}", file=sys.stderr)
             return 2
         spec.seeds = list(range(args.seeds))
+        for row in spec.rows:  # --seeds applies to every row, rows with seeds of their own included
+            row.seeds = None
     if args.jobs is not None:
         if args.jobs <= 0:
             print(f"rsft-table: error: --jobs must be positive, got {args.jobs}", file=sys.stderr)
