@@ -32,7 +32,7 @@ DEFAULT_MAX_PROPOSALS = 100_000_000
 #: meet its budget is stopped early. It is spent over the checks (one after every chunk): check k uses
 #: α_k = FAIL_FAST_ERROR · 6 / (π² k²), and Σ_k α_k = FAIL_FAST_ERROR, so however many chunks a run
 #: has, its false-stop probability is ≤ 1e-6 (union bound; each check's bound is the Poisson score
-#: bound, so the figure holds to the accuracy of its normal approximation). z_1 = 4.99, z_1000 = 7.1.
+#: bound, so the figure holds to the accuracy of its normal approximation). z_1 = 4.85, z_1000 = 7.1.
 FAIL_FAST_ERROR = 1e-6
 
 
