@@ -68,11 +68,11 @@ class DensityRatio(ProbabilisticAcceptance):
                     "log p(x) − log q(x) or log_M=auto to estimate it"
                 )
             self.fixed_log_M = log_M
-        if isinstance(margin, bool) or not isinstance(margin, Real) or not (math.isfinite(margin) and margin >= 1.0):
-            raise ValueError(
-                f"acceptance.margin must be a finite number ≥ 1 (the factor on an estimated envelope; "
-                f"default {AUTO_ENVELOPE_MARGIN}), got {margin!r}"
-            )
+        what = f"the factor on an estimated envelope; default {AUTO_ENVELOPE_MARGIN}"
+        if isinstance(margin, bool) or not isinstance(margin, Real) or not math.isfinite(margin):
+            raise ValueError(f"acceptance.margin must be a finite number ≥ 1 ({what}), got {margin!r}")
+        if margin < 1.0:
+            raise ValueError(f"acceptance.margin must be ≥ 1, got {margin!r} ({what})")
         if on_violation not in ON_VIOLATION:
             raise ValueError(f"acceptance.on_violation must be 'warn' or 'error', got {on_violation!r}")
         self.target = target
@@ -141,7 +141,7 @@ class DensityRatio(ProbabilisticAcceptance):
                 check_finite("proposal log_q", log_q, allow_neg_inf=False)
         self.max_log_ratio = max(self.max_log_ratio, chunk_max)
         self.judged += log_ratio.numel()
-        self.log_ratio = log_ratio
+        self.log_ratio = log_ratio if self.fixed_log_M is None else None
         self.raised = None
         if self.log_M is None:
             # The pilot: the first chunk of an auto call with a finite ratio. A chunk of zero target density
@@ -166,8 +166,7 @@ class DensityRatio(ProbabilisticAcceptance):
         return log_a
 
     def row_figures(self) -> torch.Tensor | None:
-        # Only an auto envelope is ever raised; a fixed one never revises a verdict.
-        return self.log_ratio if self.fixed_log_M is None else None
+        return self.log_ratio  # None with a fixed envelope: it is never raised, so no verdict is revised
 
     def rethin(self, figures: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
         """After a raise M_old → M_new, keep each earlier row with probability min(1, r/M_new) / min(1, r/M_old)."""
@@ -180,6 +179,7 @@ class DensityRatio(ProbabilisticAcceptance):
         return u.neg_().add_(1.0) <= log_keep.exp()
 
     def finish(self) -> None:
+        self.log_ratio = None  # the last chunk's: not held past the call
         if self.fixed_log_M is not None and self.violations:
             warnings.warn(self._violation_message(), stacklevel=3)
 
