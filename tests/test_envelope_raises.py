@@ -62,19 +62,18 @@ def beta_pvalue(acceptance_type, chunk_size: int, seeds: int) -> tuple[float, in
     return 2 * min(beta_mean_pvalue(x), ks), raises
 
 
-# Chunk size 1 raises the most (844 raises in 600 calls) and takes ~10 s per 600 calls on an idle core: `slow`.
-@pytest.mark.parametrize(("chunk_size", "seeds"), [pytest.param(1, 600, marks=pytest.mark.slow), (3, 400), (5, 400)])
+# Chunk size 1 raises the most (844 raises in 600 calls); about 10 s per 600 calls on one idle core.
+@pytest.mark.parametrize(("chunk_size", "seeds"), [(1, 600), (3, 400), (5, 400)])
 def test_beta_under_raised_envelopes_is_exact(chunk_size, seeds):
     p, raises = beta_pvalue(DensityRatio, chunk_size, seeds)
     assert raises > 100, raises  # the envelope really was raised, many times
     assert p > ALPHA, p
 
 
-@pytest.mark.slow
 def test_beta_test_rejects_raises_without_thinning():
     # Only chunk size 1 gives this test power (mean 0.2910 vs 0.2857, p = 8e-9); at chunk sizes 3 and 5
     # the unthinned bias is too small to see with 400 calls (p = 0.22, 0.72). The spike tests below have
-    # power at chunk size 20 and run by default.
+    # power at chunk size 20.
     p, _ = beta_pvalue(_NoThinning, 1, seeds=600)
     assert p < ALPHA, p
 
