@@ -11,7 +11,6 @@ import torch
 from benchmarks import __main__ as bench
 from benchmarks.cases import CASES
 from benchmarks.contenders import run_numpy, run_pyro, run_rsft, run_seed_loop
-from benchmarks.memory import measure
 from benchmarks.suite import pyro_available
 
 BETA_MEAN = 2 / 7
@@ -66,12 +65,18 @@ def test_contenders_draw_beta_2_5(run):
 
 
 def test_memory_is_bounded_by_the_chunk():
-    # 20 chunks of 10^4 1-D candidates: the resident set may grow by a few chunk-sized buffers,
-    # never by the 2·10^5 candidates in total (0.8 MB per field would still be small, so the bound is
-    # checked through the engine's own output: a few rows).
-    figures = measure(200_000, 10_000)
-    assert figures["accepted"] < 50
-    assert figures["growth_mb"] < 50
+    """40 chunks of 10^6 1-D candidates (x and log_q, 3.8 MB each per chunk), in a fresh interpreter.
+
+    Measured on CPU: a correct run grows the resident set by 23–76 MB (the allocator keeps a few
+    chunk-sized buffers, and settles at different sizes run to run); the same run with every chunk kept
+    alive (the mutation: ``_Draws.keep`` appending each batch to a list) grows by 307–448 MB. The bound,
+    150 MB, sits twice above the worst correct run and half below the smallest leak.
+    """
+    from benchmarks.memory import measure_in_subprocess
+
+    figures = measure_in_subprocess(40_000_000, 1_000_000, timeout=120)
+    assert figures["accepted"] > 0
+    assert figures["growth_mb"] < 150, figures
 
 
 def test_memory_does_not_grow_with_the_number_of_chunks():

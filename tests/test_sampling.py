@@ -168,7 +168,8 @@ def test_accept_all_keeps_every_candidate():
 def test_envelope_violations_are_counted_with_a_fixed_log_M():
     # Beta(2,5) peaks at 2.4576 > M = 1.5: every x with p(x) > 1.5 is a violation.
     proposal, acceptance = beta_setup(log_M=math.log(1.5))
-    res = rejection_sample(proposal, acceptance, num_proposals=100_000, seed=0)
+    with pytest.warns(UserWarning, match="acceptance.log_M=0.405465 is too small"):
+        res = rejection_sample(proposal, acceptance, num_proposals=100_000, seed=0)
     # P(Beta(2,5) density > 1.5 | x ~ U(0,1)) = length of {x : 30 x (1-x)^4 > 1.5} = 0.4085 - 0.0656
     expected = 100_000 * 0.3429
     assert abs(res.stats["envelope_violations"] - expected) < 6 * math.sqrt(expected)
@@ -292,3 +293,203 @@ def test_proposal_with_batch_shape_is_rejected_with_the_fix():
 def test_interval_region():
     res = rejection_sample(gaussian(dim=2), Region(Interval(-0.5, 1.0)), num_accepted=200, seed=0)
     assert ((res.batch["x"] > -0.5) & (res.batch["x"] < 1.0)).all()
+
+
+# -- issue 13: envelopes, fail-fast spending, layouts, compact results, rule API ---------------------
+
+
+def test_a_fixed_log_M_that_is_too_small_warns_once_with_the_count_and_the_fix():
+    proposal, acceptance = beta_setup(log_M=math.log(1.5))
+    with pytest.warns(UserWarning) as record:
+        res = rejection_sample(proposal, acceptance, num_accepted=2000, chunk_size=100, seed=0)
+    messages = [str(w.message) for w in record if "envelope" in str(w.message)]
+    assert len(messages) == 1, messages
+    count = int(res.stats["envelope_violations"])
+    assert count > 0 and f"{count:,}" in messages[0]
+    assert "acceptance.log_M" in messages[0] and "acceptance.on_violation" in messages[0]
+
+
+def test_a_fixed_log_M_that_is_too_small_can_be_an_error():
+    from rsft.acceptance.density import EnvelopeViolationError
+
+    proposal = DistributionProposal(D.Uniform(0.0, 1.0))
+    rule = DensityRatio(D.Beta(2.0, 5.0), log_M=math.log(1.5), on_violation="error")
+    with pytest.raises(EnvelopeViolationError, match=r"acceptance\.log_M.*acceptance\.on_violation"):
+        rejection_sample(proposal, rule, num_accepted=2000, chunk_size=100, seed=0)
+    with pytest.raises(ValueError, match="acceptance.on_violation"):
+        DensityRatio(D.Beta(2.0, 5.0), on_violation="ignore")
+
+
+def test_a_valid_fixed_log_M_and_auto_raises_give_no_envelope_warning(recwarn):
+    rejection_sample(*beta_setup(log_M=math.log(2.5)), num_accepted=2000, seed=0)
+    res = rejection_sample(*beta_setup(), num_accepted=200, chunk_size=1, seed=0)
+    assert res.stats["envelope_raises"] > 0  # auto raises are corrected by thinning, not warned about
+    assert not [w for w in recwarn if "envelope" in str(w.message)]
+
+
+def test_the_default_acceptance_config_offers_on_violation():
+    from pathlib import Path
+
+    from omegaconf import OmegaConf
+
+    cfg = OmegaConf.load(Path(__file__).resolve().parents[1] / "conf" / "acceptance" / "density_ratio.yaml")
+    assert cfg.on_violation == "warn"
+
+
+class LateStarter(AcceptAll):
+    """Accepts nothing among the first ``warmup`` candidates it judges, then everything: a run that meets its
+    budget easily although its early acceptance rate looks hopeless."""
+
+    def __init__(self, warmup: int):
+        self.warmup, self.seen = warmup, 0
+
+    def accept(self, batch, generator):
+        n = next(iter(batch.values())).shape[0]
+        index = torch.arange(self.seen, self.seen + n)
+        self.seen += n
+        return index >= self.warmup
+
+
+def test_fail_fast_spends_its_error_over_the_checks():
+    # 50 accepted within 2,500 proposals: the run needs 1,050. A constant z = 5 stops it after 834 checks
+    # with 0 accepted (5² / 834 < 50 / (2500 − 834)); the spent z_k (7.1 at check 1000) lets it finish.
+    res = rejection_sample(
+        gaussian(dim=1), LateStarter(1000), num_accepted=50, max_proposals=2500, chunk_size=1, seed=0
+    )
+    assert res.stats["accepted"] == 50 and res.stats["proposals_drawn"] == 1050
+
+
+def test_fail_fast_false_stop_probability_of_a_whole_run_is_at_most_1e_6():
+    from scipy import stats as scipy_stats
+
+    from rsft.sampling import FAIL_FAST_ERROR, fail_fast_z
+
+    assert FAIL_FAST_ERROR == 1e-6
+    checks = 100_000
+    total = float(scipy_stats.norm.sf([fail_fast_z(k) for k in range(1, checks + 1)]).sum())
+    tail = FAIL_FAST_ERROR * 6 / math.pi**2 / checks  # Σ_{k > K} 1/k² < 1/K
+    assert total + tail <= 1e-6 * (1 + 1e-9)
+    assert fail_fast_z(1) > 4.5 and fail_fast_z(10**6) > fail_fast_z(10**3) > fail_fast_z(1)
+
+
+class SwitchingProposal(Proposal):
+    """Chunk 2 changes its layout: ``change`` is 'missing', 'extra', 'shape', 'dtype'."""
+
+    def __init__(self, change: str):
+        self.change, self.calls = change, 0
+
+    def sample(self, n, generator):
+        self.calls += 1
+        x = torch.rand(n, 2, generator=generator)
+        batch = {"x": x, "y": torch.zeros(n)}
+        if self.calls >= 2:
+            if self.change == "missing":
+                del batch["y"]
+            elif self.change == "extra":
+                batch["z"] = torch.zeros(n)
+            elif self.change == "shape":
+                batch["y"] = torch.zeros(n, 3)
+            else:
+                batch["y"] = torch.zeros(n, dtype=torch.float64)
+        return batch
+
+
+@pytest.mark.parametrize(
+    ("change", "field"), [("missing", "'y'"), ("extra", "'z'"), ("shape", "'y'"), ("dtype", "'y'")]
+)
+def test_proposal_layout_must_not_change_between_chunks(change, field):
+    for mode in ({"num_accepted": 50}, {"num_proposals": 50}):
+        with pytest.raises(ValueError, match=rf"chunk 2.*{field}|{field}.*chunk 2"):
+            rejection_sample(SwitchingProposal(change), AcceptAll(), chunk_size=10, seed=0, **mode)
+
+
+def test_a_pilot_chunk_of_zero_target_density_leaves_the_envelope_unset():
+    class Corner:
+        """Density only on (0.999, 1): the first chunks of 100 uniform candidates almost always miss it."""
+
+        def log_prob(self, x):
+            return torch.where(x > 0.999, torch.zeros_like(x), torch.full_like(x, -math.inf))
+
+    proposal = DistributionProposal(D.Uniform(0.0, 1.0))
+    res = rejection_sample(proposal, DensityRatio(Corner()), num_accepted=5, chunk_size=100, seed=0)
+    assert bool((res.batch["x"] > 0.999).all())
+    # The pilot is the first chunk with a finite ratio (0 inside the support): no raise, no violation counted.
+    assert res.stats["log_M"] == pytest.approx(math.log(1.2))
+    assert res.stats["envelope_raises"] == 0 and res.stats["envelope_violations"] == 0
+
+
+@pytest.mark.parametrize("margin", [math.inf, math.nan, 0.5, "big"])
+def test_margin_must_be_a_finite_number_at_least_one(margin):
+    with pytest.raises(ValueError, match="acceptance.margin"):
+        DensityRatio(D.Beta(2.0, 5.0), margin=margin)
+
+
+@pytest.mark.parametrize("dim", [1, 3])
+def test_num_proposals_mode_returns_compact_tensors(dim):
+    proposal = gaussian(dim=dim)
+    res = rejection_sample(proposal, Region(Ball(1.0)), num_proposals=3000, chunk_size=500, seed=0)
+    rows = int(res.stats["accepted"])
+    assert 0 < rows < 3000
+    for key, value in res.batch.items():
+        row_bytes = value[0].numel() * value.element_size()
+        assert value.untyped_storage().nbytes() == rows * row_bytes, key
+
+
+def test_accept_returning_a_list_is_a_clear_error():
+    class ListRule(AcceptAll):
+        def accept(self, batch, generator):
+            return [True] * next(iter(batch.values())).shape[0]
+
+    with pytest.raises(TypeError, match=r"ListRule\.accept must return a bool tensor.*got a list"):
+        rejection_sample(gaussian(dim=1), ListRule(), num_accepted=5, seed=0)
+
+
+def test_a_target_on_the_meta_device_is_a_clear_error():
+    meta = torch.device("meta")
+    target = D.Normal(torch.zeros((), device=meta), torch.ones((), device=meta), validate_args=False)
+    with pytest.raises(ValueError, match="acceptance.target.*meta device"):
+        rejection_sample(gaussian(dim=1), DensityRatio(target), num_accepted=5, seed=0)
+
+    class MetaTarget:
+        def log_prob(self, x):
+            return torch.zeros(x.shape[0], device=meta)
+
+    with pytest.raises(ValueError, match="acceptance.target.*meta device"):
+        rejection_sample(gaussian(dim=1), DensityRatio(MetaTarget()), num_accepted=5, seed=0)
+
+
+def test_auto_raises_thin_the_earlier_rows_reproducibly_and_report_it():
+    from rsft.acceptance.base import AllOf
+
+    def run(rule, **mode):
+        return rejection_sample(DistributionProposal(D.Uniform(0.0, 1.0)), rule, chunk_size=1, seed=0, **mode)
+
+    first, again = (run(DensityRatio(D.Beta(2.0, 5.0)), num_accepted=200) for _ in range(2))
+    assert first.stats["thinned"] > 0 and first.stats["accepted"] == 200 == first.batch["x"].shape[0]
+    assert torch.equal(first.batch["x"], again.batch["x"]) and first.stats["thinned"] == again.stats["thinned"]
+    # num_proposals mode: the rows accepted so far are thinned and not replaced; exactly that many are judged.
+    counted = run(DensityRatio(D.Beta(2.0, 5.0)), num_proposals=2000)
+    assert counted.stats["thinned"] > 0 and counted.stats["proposals_drawn"] == 2000
+    assert counted.batch["x"].shape[0] == counted.stats["accepted"]
+    # A rule inside all_of is thinned too; a fixed envelope never is.
+    nested = run(AllOf([AcceptAll(), DensityRatio(D.Beta(2.0, 5.0))]), num_accepted=200)
+    assert nested.stats["thinned"] > 0 and nested.batch["x"].shape[0] == 200
+    assert run(DensityRatio(D.Beta(2.0, 5.0), log_M=math.log(2.5)), num_accepted=200).stats["thinned"] == 0
+
+
+def test_the_epoch_line_reports_thinned_rows_only_when_there_are_some(caplog):
+    from types import SimpleNamespace
+
+    from rsft.run.callbacks import SamplingStatsLogger
+
+    def epoch_line(thinned):
+        stats = {"accepted": 50, "proposals": 150, "acceptance_rate": 1 / 3, "seconds": 0.1, "log_M": 1.0}
+        stats["thinned"] = thinned
+        trainer = SimpleNamespace(datamodule=SimpleNamespace(last_stats=stats), is_global_zero=True, current_epoch=0)
+        caplog.clear()
+        with caplog.at_level("INFO", logger="rsft"):
+            SamplingStatsLogger().on_train_epoch_start(trainer, SimpleNamespace(log_dict=lambda *a, **k: None))
+        return caplog.messages[-1]
+
+    assert "7 thinned after envelope raises" in epoch_line(7)
+    assert "thinned" not in epoch_line(0)

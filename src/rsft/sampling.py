@@ -14,6 +14,7 @@ import math
 import time
 import warnings
 from dataclasses import dataclass, field
+from statistics import NormalDist
 
 import torch
 
@@ -27,9 +28,12 @@ DEFAULT_CHUNK_SIZE = 65_536
 #: launch to fill its cores and amortise the one host read per chunk.
 DEVICE_CHUNK_SIZE = {"cpu": DEFAULT_CHUNK_SIZE, "cuda": 1_048_576}
 DEFAULT_MAX_PROPOSALS = 100_000_000
-#: z-score of the one-sided upper confidence bound used to decide that a budget cannot be met.
-#: z = 5 means a run that could still meet its budget is stopped early with probability < 3e-7.
-FAIL_FAST_Z = 5.0
+#: Fail-fast's error budget for a whole call: the probability that a run whose acceptance rate could
+#: meet its budget is stopped early. It is spent over the checks (one after every chunk): check k uses
+#: α_k = FAIL_FAST_ERROR · 6 / (π² k²), and Σ_k α_k = FAIL_FAST_ERROR, so however many chunks a run
+#: has, its false-stop probability is ≤ 1e-6 (union bound; each check's bound is the Poisson score
+#: bound, so the figure holds to the accuracy of its normal approximation). z_1 = 4.85, z_1000 = 7.1.
+FAIL_FAST_ERROR = 1e-6
 
 
 class AcceptanceBudgetError(RuntimeError):
@@ -63,7 +67,13 @@ def _positive_int(name: str, value: int | float | None, key: str) -> int:
     return value
 
 
-def poisson_upper_bound(count: int, z: float = FAIL_FAST_Z) -> float:
+def fail_fast_z(check: int) -> float:
+    """The z-score of fail-fast's ``check``-th check (1-based): its share α_k of :data:`FAIL_FAST_ERROR`."""
+    alpha = FAIL_FAST_ERROR * 6 / (math.pi**2 * check**2)
+    return -NormalDist().inv_cdf(alpha)
+
+
+def poisson_upper_bound(count: int, z: float) -> float:
     """One-sided score upper bound on a Poisson mean given an observed ``count``."""
     return count + z * z / 2 + z * math.sqrt(count + z * z / 4)
 
@@ -137,8 +147,16 @@ def rejection_sample(
     Randomness comes from ``generator`` or, if none, from a fresh generator seeded with ``seed``:
     the same seed gives the same samples on the same machine. ``fail_fast`` stops as soon as the
     observed acceptance rate makes reaching ``num_accepted`` within ``max_proposals`` implausible
-    (upper confidence bound at z = 5) instead of spending the whole budget. ``chunk_size=None``
+    (an upper confidence bound whose error is spent over the checks: a whole call stops wrongly with
+    probability ≤ :data:`FAIL_FAST_ERROR`) instead of spending the whole budget. ``chunk_size=None``
     picks :func:`default_chunk_size` for the device.
+
+    A rule that revises its verdicts (``DensityRatio`` with ``log_M="auto"``, whose envelope may be
+    raised mid-call) is asked after every chunk to thin the rows held so far (:meth:`Acceptance.rethin`);
+    the rows it drops are counted as ``thinned`` and replaced by further draws, so exactly
+    ``num_accepted`` exact draws come back. In ``num_proposals`` mode the same thinning applies to
+    the rows accepted so far and nothing replaces them: the call still judges exactly
+    ``num_proposals`` candidates, and every row returned is an exact draw under the final envelope.
     """
     if (num_accepted is None) == (num_proposals is None):
         raise ValueError(
@@ -166,14 +184,17 @@ def rejection_sample(
         n = min(chunk_size, max_proposals - draws.drawn)
         batch = proposal.sample(n, generator)
         _check_batch(batch, n)
-        draws.keep(batch, _judge(acceptance, batch, generator, n))
+        mask = _judge(acceptance, batch, generator, n)
+        draws.rethin(generator)  # the rows of earlier chunks, if the rule's verdicts changed with this one
+        draws.keep(batch, mask)
         if fail_fast:
             projected = draws.projected_need(max_proposals)
             if projected is not None:
                 break
+    acceptance.finish()
     stats = draws.figures()
     if num_accepted is not None and draws.accepted < num_accepted:
-        _raise_or_warn(stats, num_accepted, max_proposals, allow_partial, projected)
+        _raise_or_warn(stats, num_accepted, max_proposals, allow_partial, projected, draws.fail_fast_z)
     return SamplingResult(draws.result(), stats)
 
 
@@ -197,6 +218,11 @@ def _resolve_generator(
 def _judge(acceptance: Acceptance, batch: Batch, generator: torch.Generator, n: int) -> torch.Tensor:
     """The rule's verdict on one chunk, checked to be one bool per candidate."""
     mask = acceptance.accept(batch, generator)
+    if not torch.is_tensor(mask):
+        raise TypeError(
+            f"{type(acceptance).__name__}.accept must return a bool tensor with one flag per candidate "
+            f"(shape ({n},)), got a {type(mask).__name__}: return e.g. torch.tensor(flags, dtype=torch.bool)"
+        )
     if mask.dtype != torch.bool or mask.shape != (n,):
         raise ValueError(
             f"{type(acceptance).__name__}.accept must return one bool per candidate (shape ({n},)), "
@@ -210,7 +236,8 @@ class _Draws:
 
     With a ``target`` (``num_accepted`` mode) the output is allocated once at that size and the last
     chunk is trimmed; without one (``num_proposals`` mode) every accepted row is kept in a buffer that
-    doubles when it fills.
+    doubles when it fills. Beside each row it keeps the rule's :meth:`~Acceptance.row_figures` (for a
+    rule that has them), so that :meth:`rethin` can revise earlier verdicts when the rule asks.
     """
 
     def __init__(self, acceptance: Acceptance, device: torch.device, target: int | None):
@@ -220,8 +247,12 @@ class _Draws:
         self.drawn = 0  # candidates drawn and judged
         self.consumed = 0  # candidates up to and including the last one kept
         self.accepted = 0
+        self.thinned = 0  # rows dropped after their acceptance because the rule revised its verdicts
         self.chunks = 0
+        self.fail_fast_z = math.nan  # the z of the last fail-fast check
         self.out: Batch | None = None
+        self.figures_out: Batch | None = None  # {"figures": one float64 per held row}, for rethin
+        self.layout: dict[str, tuple] | None = None  # trailing shape, dtype and device of the first chunk
         self.empty: Batch | None = None  # zero rows with the layout of the first chunk
         if device.type == "cuda":
             torch.cuda.synchronize(device)
@@ -233,8 +264,8 @@ class _Draws:
     def keep(self, batch: Batch, mask: torch.Tensor) -> None:
         n = mask.shape[0]
         self.chunks += 1
-        if self.empty is None:  # the batch layout, for an empty result (no extra draw from the proposal)
-            self.empty = {k: v[:0].clone() for k, v in batch.items()}
+        self._check_layout(batch)
+        figures = self.acceptance.row_figures()
         index = mask.nonzero().squeeze(1)
         kept = int(index.numel())  # the one host-device synchronisation per chunk
         if self.target is not None:
@@ -242,34 +273,84 @@ class _Draws:
             if take > 0:
                 index = index[:take]
                 if self.out is None:
-                    self.out = {
-                        k: torch.empty((self.target, *v.shape[1:]), dtype=v.dtype, device=v.device)
-                        for k, v in batch.items()
-                    }
-                self._copy(batch, index)
+                    self.out = _room_for(None, batch, self.target, exact=True)
+                if figures is not None and self.figures_out is None:
+                    self.figures_out = _room_for(None, _as_figures(figures), self.target, exact=True)
+                self._copy(batch, index, figures)
                 self.consumed = self.drawn + int(index[-1]) + 1
             self.accepted += take
         else:
             if kept:
                 self.out = _room_for(self.out, batch, self.accepted + kept)
-                self._copy(batch, index)
+                if figures is not None:
+                    self.figures_out = _room_for(self.figures_out, _as_figures(figures), self.accepted + kept)
+                self._copy(batch, index, figures)
             self.accepted += kept
             self.consumed = self.drawn + n
         self.drawn += n
 
-    def _copy(self, batch: Batch, index: torch.Tensor) -> None:
+    def _check_layout(self, batch: Batch) -> None:
+        """Every chunk must have the first chunk's fields, trailing shapes, dtypes and devices: rows are
+        copied into a buffer laid out from the first chunk, which would otherwise keep uninitialised rows."""
+        layout = {k: (tuple(v.shape[1:]), v.dtype, v.device) for k, v in batch.items()}
+        if self.layout is None:  # the batch layout, for an empty result (no extra draw from the proposal)
+            self.layout = layout
+            self.empty = {k: v[:0].clone() for k, v in batch.items()}
+            return
+        if layout == self.layout:
+            return
+        for key in sorted(set(layout) | set(self.layout)):
+            if key not in layout:
+                what = "is missing"
+            elif key not in self.layout:
+                what = "is new (chunk 1 had no such field)"
+            elif layout[key] != self.layout[key]:
+                (shape, dtype, device), (shape1, dtype1, device1) = layout[key], self.layout[key]
+                what = f"has rows of shape {shape}, {dtype} on {device}; chunk 1 had {shape1}, {dtype1} on {device1}"
+            else:
+                continue
+            raise ValueError(
+                f"the proposal's chunk {self.chunks} changes the batch layout: field {key!r} {what}. A proposal "
+                "must return the same fields, with the same trailing shape, dtype and device, in every chunk"
+            )
+
+    def _copy(self, batch: Batch, index: torch.Tensor, figures: torch.Tensor | None) -> None:
         rows = slice(self.accepted, self.accepted + int(index.numel()))
         for key, value in batch.items():
             # index_select straight into the output: no temporary, several times faster than
             # value[index] for rows of more than one element on CPU.
             torch.index_select(value, 0, index, out=self.out[key][rows])  # type: ignore[index]
+        if figures is not None and self.figures_out is not None:
+            held = self.figures_out["figures"][rows]
+            held.copy_(figures.index_select(0, index))
+
+    def rethin(self, generator: torch.Generator) -> None:
+        """Let the rule revise its verdicts on the rows held (from earlier chunks) and compact the survivors.
+
+        The rule answers None — without touching the device — unless its acceptance probabilities
+        dropped with the chunk just judged (an envelope raised), so the common chunk costs nothing here.
+        """
+        if self.figures_out is None or self.accepted == 0:
+            return
+        keep = self.acceptance.rethin(self.figures_out["figures"][: self.accepted], generator)
+        if keep is None:
+            return
+        index = keep.nonzero().squeeze(1)
+        kept = int(index.numel())
+        for buffer in (self.out, self.figures_out):
+            for value in buffer.values():  # type: ignore[union-attr]
+                value[:kept].copy_(value[: self.accepted].index_select(0, index))
+        self.thinned += self.accepted - kept
+        self.accepted = kept
 
     def projected_need(self, max_proposals: int) -> float | None:
-        """Fail-fast: the proposals that reaching the target needs at the z = 5 upper bound of the rate
-        observed so far, when that is beyond the budget (None while the budget still looks enough)."""
+        """Fail-fast: the proposals that reaching the target needs at the upper confidence bound of the rate
+        observed so far, when that is beyond the budget (None while the budget still looks enough). This
+        is check number ``chunks``, at its share of :data:`FAIL_FAST_ERROR`."""
         if self.target is None or self.accepted >= self.target:
             return None
-        rate_upper = poisson_upper_bound(self.accepted) / self.drawn
+        self.fail_fast_z = fail_fast_z(self.chunks)
+        rate_upper = poisson_upper_bound(self.accepted, self.fail_fast_z) / self.drawn
         needed = (self.target - self.accepted) / min(rate_upper, 1.0)
         return self.drawn + needed if self.drawn + needed > max_proposals else None
 
@@ -283,6 +364,7 @@ class _Draws:
             "proposals_drawn": self.drawn,
             "accepted": self.accepted,
             "acceptance_rate": self.accepted / counted if counted else float("nan"),
+            "thinned": self.thinned,
             "chunks": self.chunks,
             "seconds": seconds,
             "proposals_per_s": self.drawn / seconds if seconds > 0 else float("nan"),
@@ -292,17 +374,24 @@ class _Draws:
         return stats
 
     def result(self) -> Batch:
-        """The accepted rows; the first chunk's layout with zero rows when nothing was accepted."""
+        """The accepted rows, as compact tensors; the first chunk's layout with zero rows when nothing was
+        accepted. A buffer larger than the rows (num_proposals mode, a partial result) is copied down, so the
+        caller never holds — or saves with torch.save — the unused part of the storage."""
         if self.out is None:  # at least one chunk was drawn, so empty is set
             return self.empty  # type: ignore[return-value]
         capacity = next(iter(self.out.values())).shape[0]
         if self.accepted == capacity:
             return self.out
-        return {k: v[: self.accepted] for k, v in self.out.items()}
+        return {k: v[: self.accepted].clone() for k, v in self.out.items()}
 
 
-def _room_for(out: Batch | None, batch: Batch, rows: int) -> Batch:
-    """``out`` with capacity for at least ``rows`` rows of ``batch``'s layout, doubling when it grows.
+def _as_figures(figures: torch.Tensor) -> Batch:
+    return {"figures": figures.to(torch.float64)}
+
+
+def _room_for(out: Batch | None, batch: Batch, rows: int, exact: bool = False) -> Batch:
+    """``out`` with capacity for at least ``rows`` rows of ``batch``'s layout, doubling when it grows
+    (``exact``: exactly ``rows``, for an output whose final size is known).
 
     One buffer that grows a logarithmic number of times, rather than a small tensor per chunk: small
     allocations made between the chunks' large temporaries pin glibc's heap top, so the freed chunk
@@ -311,7 +400,7 @@ def _room_for(out: Batch | None, batch: Batch, rows: int) -> Batch:
     capacity = 0 if out is None else next(iter(out.values())).shape[0]
     if rows <= capacity:
         return out  # type: ignore[return-value]
-    grown = max(rows, 2 * capacity, 1024)
+    grown = rows if exact else max(rows, 2 * capacity, 1024)
     bigger = {k: torch.empty((grown, *v.shape[1:]), dtype=v.dtype, device=v.device) for k, v in batch.items()}
     if out is not None:
         for key, value in out.items():
@@ -320,15 +409,16 @@ def _room_for(out: Batch | None, batch: Batch, rows: int) -> Batch:
 
 
 def _raise_or_warn(
-    stats: dict[str, float], target: int, budget: int, allow_partial: bool, projected: float | None
+    stats: dict[str, float], target: int, budget: int, allow_partial: bool, projected: float | None, z: float
 ) -> None:
     drawn, accepted = stats["proposals_drawn"], stats["accepted"]
     rate = accepted / drawn if drawn else 0.0
     if projected is not None:
-        upper = poisson_upper_bound(int(accepted)) / drawn
+        upper = poisson_upper_bound(int(accepted), z) / drawn
         why = (
             f"stopped early: after {drawn:,} proposals with {accepted:,} accepted (observed acceptance "
-            f"rate {rate:.3g}; at most {upper:.3g} at 5 sigma), reaching {target:,} accepted needs at least "
+            f"rate {rate:.3g}; at most {upper:.3g} at {z:.2f} sigma, so that a whole call stops wrongly "
+            f"with probability ≤ {FAIL_FAST_ERROR:g}), reaching {target:,} accepted needs at least "
             f"{projected:.3g} proposals, more than the budget sampler.max_proposals={budget:,}"
         )
     else:

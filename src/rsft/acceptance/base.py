@@ -6,7 +6,9 @@ and only give a log acceptance probability in (−inf, 0]; the draw U ~ Uniform(
 comparison ``log U < log_accept`` happen in one place.
 
 The engine calls ``start()`` before each sampling call (so per-call state such as an estimated
-envelope is fresh) and ``bind(model)`` when the rule needs the model being trained.
+envelope is fresh), ``finish()`` after its last chunk, and ``bind(model)`` when the rule needs the
+model being trained. A rule whose verdicts can change during a call (an envelope raised mid-call)
+gives per-row figures through ``row_figures()`` and revises the rows already accepted in ``rethin()``.
 """
 
 from __future__ import annotations
@@ -73,6 +75,24 @@ class Acceptance:
         """Rule-specific figures for the last sampling call (flat name → number)."""
         return {}
 
+    def finish(self) -> None:
+        """Called by the engine after the last chunk of a call: warn (or raise) about the call as a whole."""
+
+    def row_figures(self) -> torch.Tensor | None:
+        """Figures of the chunk just judged, one row per candidate (same trailing shape every chunk), that
+        :meth:`rethin` will need for the rows accepted from it; None (the default) for a rule that never
+        revises a verdict. The engine keeps them beside the accepted rows until the call ends."""
+        return None
+
+    def rethin(self, figures: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """Revise the verdicts on the rows accepted in earlier chunks of this call, after each chunk.
+
+        ``figures`` holds the :meth:`row_figures` of those rows. Return one bool per row (False: drop it;
+        the engine then draws on to replace it), or None when the chunk just judged changed nothing —
+        the common case, which must not touch the device. Randomness comes from ``generator``.
+        """
+        return None
+
 
 class ProbabilisticAcceptance(Acceptance):
     """A rule that accepts each candidate independently with probability exp(log_accept_prob)."""
@@ -114,9 +134,15 @@ class AllOf(Acceptance):
             raise ValueError("acceptance=all_of needs at least one rule in acceptance.rules")
         self.rules = rules
 
+        self._figures: torch.Tensor | None = None
+
     def start(self) -> None:
         for rule in self.rules:
             rule.start()
+
+    def finish(self) -> None:
+        for rule in self.rules:
+            rule.finish()
 
     def bind(self, model: Any) -> None:
         for rule in self.rules:
@@ -128,12 +154,32 @@ class AllOf(Acceptance):
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         n = next(iter(batch.values())).shape[0]
         keep_idx = torch.arange(n, device=next(iter(batch.values())).device)
+        columns = []  # each revising rule's figures, scattered back to the whole chunk's rows
         for rule in self.rules:
             sub = {k: v[keep_idx] for k, v in batch.items()}
-            keep_idx = keep_idx[rule.accept(sub, generator)]
+            verdict = rule.accept(sub, generator)
+            figures = rule.row_figures()
+            if figures is not None:
+                column = torch.full((n,), math.nan, dtype=torch.float64, device=keep_idx.device)
+                columns.append(column.index_copy_(0, keep_idx, figures.to(torch.float64).reshape(-1)))
+            keep_idx = keep_idx[verdict]
+        self._figures = torch.stack(columns, dim=1) if columns else None
         mask = torch.zeros(n, dtype=torch.bool, device=keep_idx.device)
         mask[keep_idx] = True
         return mask
+
+    def row_figures(self) -> torch.Tensor | None:
+        return self._figures
+
+    def rethin(self, figures: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        # A row held was accepted by every rule, so every revising rule has a figure for it.
+        revising = [rule for rule in self.rules if rule.row_figures() is not None]
+        keep = None
+        for column, rule in enumerate(revising):
+            verdict = rule.rethin(figures[:, column], generator)
+            if verdict is not None:
+                keep = verdict if keep is None else keep & verdict
+        return keep
 
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {}

@@ -4,7 +4,9 @@ indicator special case (accept iff the candidate lies in a region)."""
 from __future__ import annotations
 
 import math
+import warnings
 from collections.abc import Callable
+from numbers import Real
 from typing import Any
 
 import torch
@@ -16,6 +18,11 @@ from rsft.targets import make_target
 
 #: Relative safety margin on an estimated envelope (the sbi library's choice: M × 1.2).
 AUTO_ENVELOPE_MARGIN = 1.2
+ON_VIOLATION = ("warn", "error")
+
+
+class EnvelopeViolationError(ValueError):
+    """A fixed ``log_M`` was exceeded (``acceptance.on_violation=error``)."""
 
 
 class DensityRatio(ProbabilisticAcceptance):
@@ -23,14 +30,28 @@ class DensityRatio(ProbabilisticAcceptance):
 
     ``target`` is any object with ``log_prob`` (unnormalised is fine) or the name of a built-in density
     target. ``log_M`` is a float, or ``"auto"``: estimated from the first chunk of each sampling call
-    as its largest log-ratio plus log(1.2), then raised whenever a larger ratio appears. Every
-    candidate whose log-ratio exceeds the log M in force when it was judged is an *envelope
-    violation*: counted and reported in :meth:`stats`, never hidden.
+    whose target density is not zero everywhere, as its largest log-ratio plus log(``margin``), then
+    raised whenever a larger ratio appears. Every candidate whose log-ratio exceeds the log M in force
+    before it was judged is an *envelope violation*, counted in :meth:`stats`.
+
+    In auto mode a raise from M_old to M_new is corrected, not only counted: the engine keeps each
+    accepted row's log-ratio for the call, and :meth:`rethin` keeps each row accepted earlier with
+    probability min(1, r/M_new) / min(1, r/M_old), so every row held is an exact draw under the final M
+    (REFERENCES.md §5); the engine draws on to replace the rows dropped (``thinned`` in the stats).
+    A *fixed* log M that is exceeded cannot be corrected: the rows with p > M q were accepted too rarely
+    and the samples are biased, so the call warns once with the count (``on_violation="warn"``) or stops
+    at the first violation (``on_violation="error"``).
     """
 
     checks_its_own_values = True  # log p, log q and the largest ratio come from one host read per chunk
 
-    def __init__(self, target: Any, log_M: float | str = "auto", margin: float = AUTO_ENVELOPE_MARGIN):
+    def __init__(
+        self,
+        target: Any,
+        log_M: float | str = "auto",
+        margin: float = AUTO_ENVELOPE_MARGIN,
+        on_violation: str = "warn",
+    ):
         if isinstance(target, str):
             target = make_target(target)
         if not hasattr(target, "log_prob"):
@@ -47,27 +68,41 @@ class DensityRatio(ProbabilisticAcceptance):
                     "log p(x) − log q(x) or log_M=auto to estimate it"
                 )
             self.fixed_log_M = log_M
-        if not margin >= 1.0:
-            raise ValueError(f"acceptance.margin must be ≥ 1, got {margin}")
+        what = f"the factor on an estimated envelope; default {AUTO_ENVELOPE_MARGIN}"
+        if isinstance(margin, bool) or not isinstance(margin, Real) or not math.isfinite(margin):
+            raise ValueError(f"acceptance.margin must be a finite number ≥ 1 ({what}), got {margin!r}")
+        if margin < 1.0:
+            raise ValueError(f"acceptance.margin must be ≥ 1, got {margin!r} ({what})")
+        if on_violation not in ON_VIOLATION:
+            raise ValueError(f"acceptance.on_violation must be 'warn' or 'error', got {on_violation!r}")
         self.target = target
         self.margin = float(margin)
+        self.on_violation = on_violation
         self.start()
 
     def to(self, device: torch.device | str) -> DensityRatio:
-        if isinstance(self.target, torch.distributions.Distribution):
-            target = move_distribution(self.target, device)
-        elif hasattr(self.target, "to"):
-            target = self.target.to(device)
-        else:
-            target = self.target
-        moved = DensityRatio(target, "auto" if self.fixed_log_M is None else self.fixed_log_M, self.margin)
-        return moved
+        try:
+            if isinstance(self.target, torch.distributions.Distribution):
+                target = move_distribution(self.target, device)
+            elif hasattr(self.target, "to"):
+                target = self.target.to(device)
+            else:
+                target = self.target
+        except NotImplementedError as error:
+            if "meta" not in str(error):
+                raise
+            raise _meta_target_error() from None
+        log_M = "auto" if self.fixed_log_M is None else self.fixed_log_M
+        return type(self)(target, log_M, self.margin, self.on_violation)
 
     def start(self) -> None:
         self.log_M = self.fixed_log_M
         self.violations = 0
+        self.judged = 0
         self.max_log_ratio = -math.inf
         self.envelope_raises = 0
+        self.raised: tuple[float, float] | None = None  # (log M_old, log M_new) when the last chunk raised M
+        self.log_ratio: torch.Tensor | None = None  # of the last chunk judged, for the engine to keep
 
     def log_accept_prob(self, batch: Batch) -> torch.Tensor:
         if "log_q" not in batch:
@@ -85,6 +120,8 @@ class DensityRatio(ProbabilisticAcceptance):
                 "task.dim against the proposal's dim)"
             )
         log_p = self.target.log_prob(x)
+        if log_p.is_meta:
+            raise _meta_target_error()
         if log_p.shape != log_q.shape:
             raise ValueError(
                 f"target log_prob has shape {tuple(log_p.shape)} but proposal log_q has shape "
@@ -103,19 +140,57 @@ class DensityRatio(ProbabilisticAcceptance):
             if sum_may_hide_bad_values(q_total, allow_neg_inf=False):
                 check_finite("proposal log_q", log_q, allow_neg_inf=False)
         self.max_log_ratio = max(self.max_log_ratio, chunk_max)
-        if self.log_M is None:  # first chunk of an auto call is the pilot
+        self.judged += log_ratio.numel()
+        self.log_ratio = log_ratio if self.fixed_log_M is None else None
+        self.raised = None
+        if self.log_M is None:
+            # The pilot: the first chunk of an auto call with a finite ratio. A chunk of zero target density
+            # everywhere (a small support) says nothing about M: reject it all and wait for the next.
+            if chunk_max == -math.inf:
+                return log_ratio
             self.log_M = chunk_max + math.log(self.margin)
         elif chunk_max > self.log_M:
             self.violations += int((log_ratio > self.log_M).sum())
             if self.fixed_log_M is None:
-                self.log_M = chunk_max + math.log(self.margin)
+                new_log_M = chunk_max + math.log(self.margin)
+                self.raised = (self.log_M, new_log_M)
+                self.log_M = new_log_M
                 self.envelope_raises += 1
+            elif self.on_violation == "error":
+                raise EnvelopeViolationError(self._violation_message())
         log_a = (log_ratio - self.log_M).clamp(max=0.0)
         # log p and log q are checked above, so log a can only be NaN through the figures already read:
-        # a NaN / +inf largest ratio (overflow) or a non-finite log M (a pilot chunk of zero density).
-        if not (math.isfinite(self.log_M) and (math.isfinite(chunk_max) or chunk_max == -math.inf)):
+        # a NaN / +inf largest ratio (overflow).
+        if not (math.isfinite(chunk_max) or chunk_max == -math.inf):
             check_finite(f"log acceptance probability of {type(self).__name__}", log_a)
         return log_a
+
+    def row_figures(self) -> torch.Tensor | None:
+        return self.log_ratio  # None with a fixed envelope: it is never raised, so no verdict is revised
+
+    def rethin(self, figures: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
+        """After a raise M_old → M_new, keep each earlier row with probability min(1, r/M_new) / min(1, r/M_old)."""
+        if self.raised is None:
+            return None
+        old, new = self.raised
+        self.raised = None
+        log_keep = (figures - new).clamp(max=0.0) - (figures - old).clamp(max=0.0)
+        u = torch.rand(figures.shape, dtype=torch.float64, generator=generator, device=figures.device)
+        return u.neg_().add_(1.0) <= log_keep.exp()
+
+    def finish(self) -> None:
+        self.log_ratio = None  # the last chunk's: not held past the call
+        if self.fixed_log_M is not None and self.violations:
+            warnings.warn(self._violation_message(), stacklevel=3)
+
+    def _violation_message(self) -> str:
+        return (
+            f"the envelope acceptance.log_M={self.fixed_log_M:.6g} is too small: {self.violations:,} of "
+            f"{self.judged:,} candidates judged had log p(x) − log q(x) above it (largest {self.max_log_ratio:.6g}), "
+            "so the samples under-represent where p > M q. Set acceptance.log_M ≥ the largest log-ratio "
+            f"(e.g. {self.max_log_ratio + math.log(self.margin):.6g}) or acceptance.log_M=auto (raises are "
+            "corrected by thinning); acceptance.on_violation=error stops at the first violation instead of warning"
+        )
 
     def stats(self) -> dict[str, float]:
         return {
@@ -124,6 +199,13 @@ class DensityRatio(ProbabilisticAcceptance):
             "envelope_raises": self.envelope_raises,
             "max_log_ratio": self.max_log_ratio,
         }
+
+
+def _meta_target_error() -> ValueError:
+    return ValueError(
+        "acceptance.target lives on the meta device (shapes only, no data), so its log_prob has no values: "
+        "build the target's parameters on a real device (cpu or cuda), e.g. load its weights before sampling"
+    )
 
 
 class Region(Acceptance):

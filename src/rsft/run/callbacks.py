@@ -70,6 +70,8 @@ class SamplingStatsLogger(pl.Callback):
                 if math.isfinite(stats.get("log_M", math.nan))
                 else ""
             )
+            if stats.get("thinned", 0) > 0:  # rows dropped when an estimated envelope was raised (exactness)
+                envelope += f", {int(stats['thinned'])} thinned after envelope raises"
             log.info(
                 "epoch %d: accepted %d of %d proposals (rate %.4g)%s, %.2f s",
                 trainer.current_epoch,
