@@ -308,6 +308,7 @@ SUMMED = (
     "envelope_raises",
     "round_prompts",
     "round_candidates",
+    "thinned",
 )
 LARGEST = ("seconds", "log_M", "max_log_ratio", "partial")  # ranks sample in parallel: the round takes the longest
 

@@ -45,9 +45,11 @@ class SamplingStatsLogger(pl.Callback):
         "acceptance_rate",
         "seconds",
         "proposals_per_s",
+        "accepted_per_s",
         "log_M",
         "envelope_violations",
         "envelope_raises",
+        "thinned",
     )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
