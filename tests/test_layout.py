@@ -87,3 +87,29 @@ def test_imports_run_down_the_layers():
 def test_the_checker_sees_a_cycle_and_an_upward_import():
     assert find_cycle({"a": {"b"}, "b": {"a"}}) == ["a", "b", "a"]
     assert layer_of("rsft.models.flow") < layer_of("rsft.data")
+
+
+def test_the_readme_worked_example_runs():
+    """README's "How the code is laid out" example rule: its code and config work as printed."""
+    import math
+    import re
+
+    import torch
+    import yaml
+
+    from rsft.acceptance import lm
+    from rsft.run.config import REPO_ROOT
+
+    readme = (REPO_ROOT / "README.md").read_text()
+    code = re.search(r"```python\n(class SoftThreshold.*?)```", readme, re.S).group(1)
+    config = yaml.safe_load(re.search(r"`conf/acceptance/soft_threshold.yaml`:\n\n```yaml\n(.*?)```", readme, re.S)[1])
+    namespace = dict(vars(lm))
+    exec(code, namespace)  # in the module it says it goes into
+    assert config["_target_"] == "rsft.acceptance.lm.SoftThreshold"
+    rule = namespace["SoftThreshold"](**{k: v for k, v in config.items() if k != "_target_"})
+    n = 200_000
+    reward = config["threshold"] + config["temperature"]  # one temperature above: kept with sigmoid(1)
+    kept = rule.accept({"reward": torch.full((n,), reward)}, torch.Generator().manual_seed(0))
+    p = 1 / (1 + math.exp(-1))
+    # within 5 standard errors (false-failure rate 6e-7)
+    assert abs(kept.double().mean().item() - p) < 5 * math.sqrt(p * (1 - p) / n)
