@@ -47,6 +47,7 @@ def fake_run(out, spec, row_index, seed, **metrics):
     directory = run_dir(out, spec.rows[row_index], seed)
     directory.mkdir(parents=True, exist_ok=True)
     (directory / "metrics.json").write_text(json.dumps(metrics))
+    return directory
 
 
 def test_spec_checks_name_the_problem():
@@ -302,3 +303,34 @@ def test_the_rft_spec_covers_what_the_issue_asks():
     # every row but the first loads the first row's SFT weights, so each waits for it
     assert all(r.after == spec.rows[0].label for r in spec.rows[1:])
     assert "model.save_pretrained=true" in spec.rows[0].overrides
+
+
+def test_epoch_metrics_and_paired_differences_by_seed(tmp_path):
+    spec_dict = {
+        **SPEC,
+        "seeds": 3,
+        "metrics": ["test/acc", "epoch[0]:val/acc", "epoch[-1]:val/acc"],
+        "rows": [{"label": "base"}, {"label": "better"}],
+        "paired": {"baseline": "base", "metrics": ["test/acc", "epoch[-1]:val/acc"]},
+    }
+    path = write_spec(tmp_path, spec_dict)
+    spec = load_spec(str(path))
+    out = tmp_path / "tables" / "toy"
+    for row_index, shift in ((0, 0.0), (1, 0.1)):
+        for seed in range(3):
+            if row_index == 1 and seed == 2:
+                continue  # a missing run: pairs only where both rows have the seed
+            directory = fake_run(out, spec, row_index, seed, **{"test/acc": 0.5 + 0.01 * seed + shift})
+            epochs = [{"epoch": e, "val/acc": 0.1 * e + seed + shift} for e in range(3)]
+            (directory / "epochs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
+    table = collect(spec, out)
+    assert table[0][1].values == [0.0, 1.0, 2.0] and table[0][2].values == [0.2, 1.2, 2.2]
+    diffs = {(row, metric): values for row, metric, values in table_mod.paired_differences(spec, table)}
+    assert diffs[("better", "test/acc")] == pytest.approx([0.1, 0.1])
+    assert diffs[("better", "epoch[-1]:val/acc")] == pytest.approx([0.1, 0.1])
+    figures = table_mod.table_figures(spec, table)
+    assert figures["paired :: better :: test/acc :: mean"] == pytest.approx(0.1)
+    assert figures["paired :: better :: test/acc :: n"] == 2
+    assert "| better | +0.1000 ± 0.0000 (n=2) | +0.1000 ± 0.0000 (n=2) |" in table_mod.table_markdown(spec, table)
+    with pytest.raises(TableSpecError, match="paired.baseline='nope' must be a row label"):
+        parse_spec({**spec_dict, "paired": {"baseline": "nope", "metrics": ["test/acc"]}}, "toy")

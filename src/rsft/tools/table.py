@@ -101,6 +101,7 @@ class TableSpec:
     notes: str = ""
     jobs: int = 1
     path: Path | None = None  # the spec file, when loaded from one
+    paired: dict[str, Any] | None = None  # {baseline: row label, metrics: [keys]}: row − baseline by seed
 
     @property
     def optional_rows(self) -> set[str]:
@@ -142,6 +143,7 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
         "env",
         "notes",
         "jobs",
+        "paired",
     }
     _require(not unknown, where, f"unknown key(s) {sorted(unknown)}")
     seeds = _parse_seeds(data.get("seeds", 5), where, "seeds")
@@ -212,7 +214,22 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
         where,
         f"jobs must be a positive integer, got {jobs!r}",
     )
+    paired = data.get("paired")
+    if paired is not None:
+        _require(
+            isinstance(paired, dict) and set(paired) == {"baseline", "metrics"},
+            where,
+            f"paired must be {{baseline: <row label>, metrics: [keys]}}, got {paired!r}",
+        )
+        _require(
+            paired["baseline"] in {r.label for r in rows},
+            where,
+            f"paired.baseline={paired['baseline']!r} must be a row label",
+        )
+        stray = set(paired["metrics"]) - {m.key for m in metrics}
+        _require(not stray, where, f"paired.metrics names {sorted(stray)}, which are not in metrics")
     return TableSpec(
+        paired=paired,
         jobs=jobs,
         name=name,
         title=str(data.get("title", name)),
@@ -369,6 +386,7 @@ class Cell:
     reference: float | None
     bound: float | None = None
     verdict: str = "missing"
+    by_seed: dict[int, float] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -398,25 +416,60 @@ def judge(cell: Cell, tolerance: Tolerance) -> Cell:
     return cell
 
 
+EPOCH_KEY = re.compile(r"^epoch\[(-?\d+)\]:(.+)$")
+
+
+def run_figure(directory: Path, key: str) -> float | None:
+    """A finite figure of one run: a key of its metrics.json, or ``epoch[k]:<key>`` from row k of its
+    epochs.jsonl (k < 0 counts from the last epoch). None when the run or the figure is missing."""
+    match = EPOCH_KEY.match(key)
+    if match:
+        path = directory / "epochs.jsonl"
+        if not path.is_file():
+            return None
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        try:
+            record = rows[int(match.group(1))]
+        except IndexError:
+            return None
+        key = match.group(2)
+    else:
+        path = directory / "metrics.json"
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+    value = record.get(key)
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
 def collect(spec: TableSpec, out: Path) -> list[list[Cell]]:
-    """One Cell per (row, metric) from the runs' metrics.json (finite values only)."""
+    """One Cell per (row, metric) from the runs' metrics.json / epochs.jsonl (finite values only)."""
     table = []
     for row in spec.rows:
-        runs = []
-        for seed in spec.seeds_of(row):
-            path = run_dir(out, row, seed) / "metrics.json"
-            if path.is_file():
-                runs.append(json.loads(path.read_text()))
         cells = []
         for metric in spec.metrics:
-            values = [
-                float(r[metric.key])
-                for r in runs
-                if metric.key in r and r[metric.key] is not None and math.isfinite(float(r[metric.key]))
-            ]
-            cells.append(judge(Cell(row.label, metric.key, values, row.reference.get(metric.key)), spec.tolerance))
+            found = {seed: run_figure(run_dir(out, row, seed), metric.key) for seed in spec.seeds_of(row)}
+            by_seed = {seed: value for seed, value in found.items() if value is not None}
+            cell = Cell(row.label, metric.key, list(by_seed.values()), row.reference.get(metric.key), by_seed=by_seed)
+            cells.append(judge(cell, spec.tolerance))
         table.append(cells)
     return table
+
+
+def paired_differences(spec: TableSpec, table: list[list[Cell]]) -> list[tuple[str, str, list[float]]]:
+    """``paired``: per row and metric, the row minus the baseline row on the seeds both have."""
+    if spec.paired is None:
+        return []
+    baseline = {c.metric: c for c in table[[r.label for r in spec.rows].index(spec.paired["baseline"])]}
+    out = []
+    for row, cells in zip(spec.rows, table):
+        if row.label == spec.paired["baseline"]:
+            continue
+        for cell in cells:
+            if cell.metric in spec.paired["metrics"]:
+                base = baseline[cell.metric].by_seed
+                out.append((row.label, cell.metric, [v - base[s] for s, v in cell.by_seed.items() if s in base]))
+    return out
 
 
 def format_cell(cell: Cell, digits: int) -> str:
@@ -465,9 +518,39 @@ def table_markdown(spec: TableSpec, table: list[list[Cell]], footer: str = "") -
     judged = sum(c.verdict in ("inside", "outside") for cells in table for c in cells)
     missing = sum(c.verdict == "missing" for cells in table for c in cells)
     md += ["", f"{inside} of {judged} judged cells inside the tolerance (✓ inside, ✗ outside); {missing} missing."]
+    md += paired_markdown(spec, table)
     if footer:
         md += ["", footer]
     return "\n".join(md) + "\n"
+
+
+def paired_markdown(spec: TableSpec, table: list[list[Cell]]) -> list[str]:
+    """The ``paired`` section: each row minus the baseline row, seed by seed (mean ± sd)."""
+    paired = paired_differences(spec, table)
+    if not paired:
+        return []
+    digits = {m.key: m.digits for m in spec.metrics}
+    labels = {m.key: m.label for m in spec.metrics}
+    keys = spec.paired["metrics"]  # type: ignore[index]
+    md = ["", f"Paired by seed: row minus {spec.paired['baseline']!r} on the same seeds.", ""]  # type: ignore[index]
+    md += ["| row | " + " | ".join(labels[k] for k in keys) + " |", "|" + "---|" * (1 + len(keys))]
+    by_row: dict[str, dict[str, list[float]]] = {}
+    for label, key, diffs in paired:
+        by_row.setdefault(label, {})[key] = diffs
+    for label, diffs in by_row.items():
+        md.append(
+            f"| {label} | "
+            + " | ".join(_signed(Cell(label, k, diffs.get(k, []), None), digits[k]) for k in keys)
+            + " |"
+        )
+    return md
+
+
+def _signed(cell: Cell, digits: int) -> str:
+    if not cell.values:
+        return "missing"
+    std = f" ± {cell.std:.{digits}f}" if cell.n > 1 else ""
+    return f"{cell.mean:+.{digits}f}{std} (n={cell.n})"
 
 
 def table_csv(table: list[list[Cell]]) -> str:
@@ -492,7 +575,7 @@ def table_csv(table: list[list[Cell]]) -> str:
     return handle.getvalue()
 
 
-def table_figures(table: list[list[Cell]]) -> dict[str, Any]:
+def table_figures(spec: TableSpec, table: list[list[Cell]]) -> dict[str, Any]:
     """Named figures for prose in the docs: verdict counts and, per ``<row> :: <metric>``, mean/std/n/verdict."""
     cells = [c for row in table for c in row]
     figures: dict[str, Any] = {
@@ -506,6 +589,11 @@ def table_figures(table: list[list[Cell]]) -> dict[str, Any]:
         figures[f"{key} :: std"] = c.std if c.n > 1 else None
         figures[f"{key} :: n"] = c.n
         figures[f"{key} :: verdict"] = c.verdict
+    for label, metric, diffs in paired_differences(spec, table):
+        diff = Cell(label, metric, diffs, None)
+        figures[f"paired :: {label} :: {metric} :: mean"] = diff.mean if diffs else None
+        figures[f"paired :: {label} :: {metric} :: std"] = diff.std if diff.n > 1 else None
+        figures[f"paired :: {label} :: {metric} :: n"] = diff.n
     return figures
 
 
@@ -564,7 +652,7 @@ def publish(
     write_artifact(
         directory,
         {"table.md": table_markdown(spec, table, footer), "table.csv": table_csv(table)},
-        table_figures(table),
+        table_figures(spec, table),
         record,
     )
     return directory
