@@ -26,7 +26,7 @@ import torch
 
 from benchmarks import memory, suite, training_overhead
 from benchmarks.cases import CASES
-from rsft.tools.provenance import provenance, write_artifact
+from rsft.tools.provenance import git_state, provenance, write_artifact
 from rsft.tools.sources import import_closure, relative, run_sources
 
 SECTIONS = ["race", "chunks", "dims", "memory", "training"]
@@ -104,9 +104,11 @@ def main(argv: list[str] | None = None, results_root: Path = RESULTS_ROOT) -> di
         if not args.publish:
             return run(args)
         printed = io.StringIO()
+        code_at_start = git_state()
         with contextlib.redirect_stdout(Tee(sys.stdout, printed)):
             results = run(args)
-    publish(args, results, printed.getvalue(), list(argv if argv is not None else sys.argv[1:]), results_root)
+    command = list(argv if argv is not None else sys.argv[1:])
+    publish(args, results, printed.getvalue(), command, results_root, code_at_start)
     return results
 
 
@@ -148,7 +150,14 @@ def figures(results: dict) -> dict:
     return out
 
 
-def publish(args: argparse.Namespace, results: dict, printed: str, argv: list[str], results_root: Path) -> Path:
+def publish(
+    args: argparse.Namespace,
+    results: dict,
+    printed: str,
+    argv: list[str],
+    results_root: Path,
+    started: dict | None = None,
+) -> Path:
     files = import_closure([Path(__file__)])
     if "training" in args.sections:
         for row in results.get("training", []):
@@ -158,6 +167,7 @@ def publish(args: argparse.Namespace, results: dict, printed: str, argv: list[st
         results["wall_seconds"],
         relative(files),
         load_average=[results["machine"]["load_average"], results["machine"]["load_average_end"]],
+        started=started,
     )
     report = f"# Benchmarks: {args.publish}\n\n```text\n{printed.rstrip()}\n```\n"
     directory = results_root / args.publish

@@ -25,7 +25,7 @@ import torch
 from rsft.acceptance.fairness import reweighing_weights
 from rsft.metrics.fairness import best_threshold, classification_report
 from rsft.tasks.decision_data import load_decision_split
-from rsft.tools.provenance import provenance, write_artifact
+from rsft.tools.provenance import git_state, provenance, write_artifact
 from rsft.tools.sources import import_closure, relative
 
 METRICS = ("balanced_accuracy", "disparate_impact", "average_odds_difference")
@@ -95,6 +95,7 @@ if __name__ == "__main__":
     parser.add_argument("splits", type=int, nargs="?", default=100)
     parser.add_argument("--publish", action="store_true")
     args = parser.parse_args()
+    code_at_start = git_state()
     started = time.perf_counter()
     printed, numbers = main(args.dataset, args.sensitive, args.splits)
     if args.publish:
@@ -104,6 +105,7 @@ if __name__ == "__main__":
             time.perf_counter() - started,
             relative(import_closure([Path(__file__)])),
             seeds=list(range(args.splits)),
+            started=code_at_start,
         )
         report = f"# Split noise: {args.dataset} / {args.sensitive}\n\n```text\n" + "\n".join(printed) + "\n```\n"
         write_artifact(Path(__file__).parent / "results" / name, {"report.md": report}, numbers, record)

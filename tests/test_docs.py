@@ -198,3 +198,14 @@ def test_the_committed_examples_spec_parses():
     assert {e.name for e in examples} >= {"default", "density_onpolicy"}
     with pytest.raises(DocsError, match="show must be summary/epochs/epoch_table"):
         docs.load_examples_data({"examples": [{"name": "x", "show": ["plots"]}]}, "toy.yaml")
+
+
+def test_provenance_keeps_the_starting_commit_when_the_code_changed_during_the_run(monkeypatch):
+    from rsft.tools import provenance as prov
+
+    start = {"commit": "a" * 40, "dirty": False, "tree": "t1"}
+    monkeypatch.setattr(prov, "git_state", lambda repo=None: {"commit": "b" * 40, "dirty": False, "tree": "t2"})
+    record = prov.provenance("cmd", 1.0, ["x.py"], started=start)
+    assert record["commit"] == "a" * 40 and record["dirty"] is True and record["code_changed_during_run"]
+    unchanged = prov.provenance("cmd", 1.0, ["x.py"], started={"commit": "b" * 40, "dirty": False, "tree": "t2"})
+    assert unchanged["commit"] == "b" * 40 and "code_changed_during_run" not in unchanged

@@ -34,7 +34,7 @@ from typing import Any
 import yaml
 
 from rsft.run.config import REPO_ROOT
-from rsft.tools.provenance import PROVENANCE, provenance, read_figures, read_provenance, write_artifact
+from rsft.tools.provenance import PROVENANCE, git_state, provenance, read_figures, read_provenance, write_artifact
 from rsft.tools.sources import relative, run_sources
 
 DOCS = ("README.md", "experiments/README.md", "benchmarks/README.md")
@@ -55,6 +55,8 @@ def produced_by(directory: Path) -> str:
     record = read_provenance(directory)
     commit = (record.get("commit") or "unknown")[:10]
     state = ", uncommitted changes" if record.get("dirty") else ""
+    if record.get("code_changed_during_run"):
+        state = ", code changed while it ran"
     date = str(record.get("date", ""))[:10]
     seconds = record.get("wall_seconds")
     took = f", {seconds:.0f} s" if isinstance(seconds, (int, float)) else ""
@@ -148,7 +150,9 @@ def stale_report(root: Path = REPO_ROOT) -> list[str]:
         changed = changed_since(record.get("commit"), record.get("sources", []), root)
         name = directory.relative_to(root)
         when = f"{(record.get('commit') or '?')[:10]}, {str(record.get('date', ''))[:10]}"
-        if record.get("dirty"):
+        if record.get("code_changed_during_run"):
+            when += ", code changed while it ran"
+        elif record.get("dirty"):
             when += ", produced with uncommitted changes"
         if changed is None:
             lines.append(f"? {name} ({when}): git cannot compare (commit unknown here)")
@@ -245,6 +249,7 @@ def run_example(example: Example, root: Path = REPO_ROOT) -> Path:
     if run_dir.exists():
         shutil.rmtree(run_dir)
     command = [sys.executable, "-m", "rsft.train", *example.overrides, f"hydra.run.dir={run_dir}"]
+    code_at_start = git_state()
     started = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True, cwd=root)
     seconds = time.perf_counter() - started
@@ -256,6 +261,7 @@ def run_example(example: Example, root: Path = REPO_ROOT) -> Path:
         relative(run_sources(example.overrides)),
         seeds=[int(yaml.safe_load((run_dir / "config.yaml").read_text())["seed"])],
         produced_with="rsft-docs examples " + example.name,
+        started=code_at_start,
     )
     directory = root / EXAMPLES_DIR / example.name
     output = example_output(example, done.stdout, run_dir)

@@ -8,6 +8,7 @@ machine that made it.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import platform
@@ -38,7 +39,13 @@ def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
 
     commit = git("rev-parse", "HEAD")
     status = git("status", "--porcelain", "--untracked-files=no")
-    return {"commit": commit, "dirty": None if status is None else bool(status)}
+    diff = git("diff", "HEAD")
+    return {
+        "commit": commit,
+        "dirty": None if status is None else bool(status),
+        # what the tracked files hold, commit and uncommitted edits together: compared at start and end
+        "tree": None if diff is None else hashlib.sha256(f"{commit}\n{diff}".encode()).hexdigest()[:16],
+    }
 
 
 def package_versions() -> dict[str, str | None]:
@@ -72,12 +79,25 @@ def machine() -> dict[str, Any]:
 
 
 def provenance(
-    command: list[str] | str, wall_seconds: float, sources: list[str], seeds: list[int] | None = None, **extra: Any
+    command: list[str] | str,
+    wall_seconds: float,
+    sources: list[str],
+    seeds: list[int] | None = None,
+    started: dict[str, Any] | None = None,
+    **extra: Any,
 ) -> dict[str, Any]:
-    """The provenance record of one artifact (``sources``: repository-relative files its producer loads)."""
+    """The provenance record of one artifact (``sources``: repository-relative files its producer loads).
+
+    ``started`` is :func:`git_state` when the producer started: if the code changed while it ran (a commit,
+    a checkout, an edit), the record keeps the commit it started from, says the tree was dirty and sets
+    ``code_changed_during_run``, so nobody reads a mixed result as one commit's.
+    """
+    state = git_state()
+    if started is not None and started.get("tree") != state.get("tree"):
+        state = {**started, "dirty": True, "code_changed_during_run": True}
     return {
         "command": command if isinstance(command, str) else shlex.join(command),
-        **git_state(),
+        **state,
         "date": datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ"),
         "wall_seconds": round(float(wall_seconds), 1),
         "seeds": seeds,

@@ -28,7 +28,7 @@ from typing import Any
 import yaml
 
 from rsft.run.config import REPO_ROOT
-from rsft.tools.provenance import provenance, write_artifact
+from rsft.tools.provenance import git_state, provenance, write_artifact
 from rsft.tools.sources import import_closure, relative, run_sources
 
 TOLERANCE_RULES = ("spread", "absolute", "relative")
@@ -621,6 +621,7 @@ def publish(
     seconds: float,
     extra: list[str],
     results_root: Path = REPO_ROOT / "experiments" / "results",
+    started: dict[str, Any] | None = None,
 ) -> Path:
     """Write ``experiments/results/<name>/``: table.md, table.csv, figures.json, provenance.json.
 
@@ -645,6 +646,7 @@ def publish(
         runs_seconds=round(run_seconds, 1),
         cells_from_earlier_runs=reused,
         jobs=spec.jobs,
+        started=started,
     )
     footer = f"Wall time {seconds:.0f} s ({spec.jobs} job(s) at a time); the runs themselves: {run_seconds:.0f} s" + (
         f"; {reused} cell(s) from earlier runs." if reused else "."
@@ -740,6 +742,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         spec.jobs = args.jobs
     out = args.output_root / spec.name
+    code_at_start = git_state()
     started = time.perf_counter()
     errors: dict[str, str] = {}
     if not args.collect:
@@ -765,7 +768,7 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         command = list(argv if argv is not None else sys.argv[1:])
-        published = publish(spec, table, out, command, seconds, args.overrides, args.results_root)
+        published = publish(spec, table, out, command, seconds, args.overrides, args.results_root, code_at_start)
         console.print(f"published {published}")
     if args.wandb:
         log_to_wandb(spec, table, out)
