@@ -26,7 +26,7 @@ import torch
 
 from benchmarks import memory, suite, training_overhead
 from benchmarks.cases import CASES
-from rsft.tools.provenance import git_state, provenance, write_artifact
+from rsft.tools.provenance import cpu_model, git_state, provenance, write_artifact
 from rsft.tools.sources import import_closure, relative, run_sources
 
 SECTIONS = ["race", "chunks", "dims", "memory", "training"]
@@ -42,12 +42,6 @@ EXPERIMENTS = ["density_grid25", "density_onpolicy", "credit_german"]
 
 
 def machine() -> dict:
-    cpu = platform.processor() or "unknown"
-    try:
-        with open("/proc/cpuinfo") as handle:
-            cpu = next(line.split(":", 1)[1].strip() for line in handle if line.startswith("model name"))
-    except (OSError, StopIteration):
-        pass
     load = None
     try:
         with open("/proc/loadavg") as handle:
@@ -56,7 +50,7 @@ def machine() -> dict:
         pass
     return {
         "date": datetime.datetime.now().isoformat(timespec="seconds"),
-        "cpu": cpu,
+        "cpu": cpu_model(),
         "torch": torch.__version__,
         "torch_threads": torch.get_num_threads(),
         "python": platform.python_version(),

@@ -472,11 +472,12 @@ def paired_differences(spec: TableSpec, table: list[list[Cell]]) -> list[tuple[s
     return out
 
 
-def format_cell(cell: Cell, digits: int) -> str:
+def format_cell(cell: Cell, digits: int, signed: bool = False) -> str:
+    """``mean ± std`` (``+`` before a positive mean when ``signed``: a difference); ``missing`` when empty."""
     if not cell.values:
         return "missing"
     std = f" ± {cell.std:.{digits}f}" if cell.n > 1 else ""
-    return f"{cell.mean:.{digits}f}{std}"
+    return f"{cell.mean:{'+' if signed else ''}.{digits}f}{std}"
 
 
 def format_reference(cell: Cell, digits: int) -> str:
@@ -540,17 +541,14 @@ def paired_markdown(spec: TableSpec, table: list[list[Cell]]) -> list[str]:
     for label, diffs in by_row.items():
         md.append(
             f"| {label} | "
-            + " | ".join(_signed(Cell(label, k, diffs.get(k, []), None), digits[k]) for k in keys)
+            + " | ".join(_difference(Cell(label, k, diffs.get(k, []), None), digits[k]) for k in keys)
             + " |"
         )
     return md
 
 
-def _signed(cell: Cell, digits: int) -> str:
-    if not cell.values:
-        return "missing"
-    std = f" ± {cell.std:.{digits}f}" if cell.n > 1 else ""
-    return f"{cell.mean:+.{digits}f}{std} (n={cell.n})"
+def _difference(cell: Cell, digits: int) -> str:
+    return format_cell(cell, digits, signed=True) + (f" (n={cell.n})" if cell.values else "")
 
 
 def table_csv(table: list[list[Cell]]) -> str:
@@ -742,7 +740,7 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         spec.jobs = args.jobs
     out = args.output_root / spec.name
-    code_at_start = git_state()
+    code_at_start = git_state() if args.publish else None
     started = time.perf_counter()
     errors: dict[str, str] = {}
     if not args.collect:
