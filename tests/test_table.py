@@ -325,12 +325,23 @@ def test_epoch_metrics_and_paired_differences_by_seed(tmp_path):
             (directory / "epochs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in epochs))
     table = collect(spec, out)
     assert table[0][1].values == [0.0, 1.0, 2.0] and table[0][2].values == [0.2, 1.2, 2.2]
-    diffs = {(row, metric): values for row, metric, values in table_mod.paired_differences(spec, table)}
+    diffs = {(row, metric): values for _, row, metric, values in table_mod.paired_differences(spec, table)}
     assert diffs[("better", "test/acc")] == pytest.approx([0.1, 0.1])
     assert diffs[("better", "epoch[-1]:val/acc")] == pytest.approx([0.1, 0.1])
     figures = table_mod.table_figures(spec, table)
-    assert figures["paired :: better :: test/acc :: mean"] == pytest.approx(0.1)
-    assert figures["paired :: better :: test/acc :: n"] == 2
+    assert figures["paired :: better − base :: test/acc :: mean"] == pytest.approx(0.1)
+    assert figures["paired :: better − base :: test/acc :: n"] == 2
     assert "| better | +0.1000 ± 0.0000 (n=2) | +0.1000 ± 0.0000 (n=2) |" in table_mod.table_markdown(spec, table)
     with pytest.raises(TableSpecError, match="paired.baseline='nope' must be a row label"):
         parse_spec({**spec_dict, "paired": {"baseline": "nope", "metrics": ["test/acc"]}}, "toy")
+    # several groups, each with its own rows
+    groups = [
+        {"baseline": "base", "metrics": ["test/acc"], "rows": ["better"]},
+        {"baseline": "better", "metrics": ["test/acc"], "rows": ["base"]},
+    ]
+    two = parse_spec({**spec_dict, "paired": groups}, "toy")
+    found = {(g.baseline, row): d for g, row, _, d in table_mod.paired_differences(two, table)}
+    assert found[("base", "better")] == pytest.approx([0.1, 0.1])
+    assert found[("better", "base")] == pytest.approx([-0.1, -0.1])
+    with pytest.raises(TableSpecError, match="paired.rows names"):
+        parse_spec({**spec_dict, "paired": {"baseline": "base", "metrics": ["test/acc"], "rows": ["x"]}}, "toy")
