@@ -603,6 +603,7 @@ def table_figures(spec: TableSpec, table: list[list[Cell]]) -> dict[str, Any]:
         key = f"paired :: {label} − {group.baseline} :: {metric}"
         figures[f"{key} :: mean"] = diff.mean if diffs else None
         figures[f"{key} :: std"] = diff.std if diff.n > 1 else None
+        figures[f"{key} :: sem"] = diff.std / math.sqrt(diff.n) if diff.n > 1 else None  # standard error
         figures[f"{key} :: n"] = diff.n
     return figures
 
