@@ -209,3 +209,20 @@ def test_provenance_keeps_the_starting_commit_when_the_code_changed_during_the_r
     assert record["commit"] == "a" * 40 and record["dirty"] is True and record["code_changed_during_run"]
     unchanged = prov.provenance("cmd", 1.0, ["x.py"], started={"commit": "b" * 40, "dirty": False, "tree": "t2"})
     assert unchanged["commit"] == "b" * 40 and "code_changed_during_run" not in unchanged
+
+
+def test_a_collect_only_publish_keeps_the_earlier_publish_record(tmp_path, monkeypatch):
+    path = tmp_path / "toy.yaml"
+    path.write_text(yaml.safe_dump(SPEC))
+    monkeypatch.setattr(table_mod.subprocess, "run", fake_multirun(tmp_path))
+    results = tmp_path / "results"
+    common = ["--output-root", str(tmp_path / "tables"), "--publish", "--results-root", str(results)]
+    assert main([str(path), *common]) == 0
+    first = read_provenance(results / "toy")
+    assert not first["collected_only"]
+    for _ in range(2):  # re-collecting twice still points at the publish that ran the cells
+        assert main([str(path), "--collect", *common]) == 0
+    again = read_provenance(results / "toy")
+    assert again["collected_only"] and again["earlier_publish"]["wall_seconds"] == first["wall_seconds"]
+    assert again["earlier_publish"]["command"] == first["command"]
+    assert "Collected from earlier runs by `rsft-table" in (results / "toy" / "table.md").read_text()

@@ -624,6 +624,16 @@ def table_sources(spec: TableSpec, extra: list[str]) -> list[str]:
     return relative(files)
 
 
+def _earlier_publish(directory: Path) -> dict[str, Any] | None:
+    """What an earlier ``--publish`` of this table recorded (kept when a later one only re-collects)."""
+    path = directory / "provenance.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    earlier = old.get("earlier_publish") if old.get("collected_only") else None
+    return earlier or {k: old.get(k) for k in ("command", "commit", "date", "wall_seconds", "runs_seconds")}
+
+
 def publish(
     spec: TableSpec,
     table: list[list[Cell]],
@@ -633,6 +643,7 @@ def publish(
     extra: list[str],
     results_root: Path = REPO_ROOT / "experiments" / "results",
     started: dict[str, Any] | None = None,
+    present_before: int = 0,
 ) -> Path:
     """Write ``experiments/results/<name>/``: table.md, table.csv, figures.json, provenance.json.
 
@@ -640,13 +651,12 @@ def publish(
     the seconds the runs themselves took (from their metrics.json), since a resumed table's wall time
     covers only what it ran.
     """
-    run_seconds, reused = 0.0, 0
+    run_seconds, reused = 0.0, present_before
     for row in spec.rows:
         for seed in spec.seeds_of(row):
             path = run_dir(out, row, seed) / "metrics.json"
             if path.is_file():
                 run_seconds += float(json.loads(path.read_text()).get("wall_seconds", 0.0))
-                reused += path.stat().st_mtime < time.time() - seconds
     directory = results_root / spec.name
     record = provenance(
         ["rsft-table", *argv],
@@ -659,9 +669,16 @@ def publish(
         jobs=spec.jobs,
         started=started,
     )
-    footer = f"Wall time {seconds:.0f} s ({spec.jobs} job(s) at a time); the runs themselves: {run_seconds:.0f} s" + (
-        f"; {reused} cell(s) from earlier runs." if reused else "."
-    )
+    record["collected_only"] = reused == sum(len(spec.seeds_of(row)) for row in spec.rows)  # ran nothing
+    earlier = _earlier_publish(directory) if record["collected_only"] else None
+    if earlier:
+        record["earlier_publish"] = earlier
+    if record["collected_only"]:
+        made_by = f" by `{earlier['command']}` ({earlier['wall_seconds']:.0f} s wall)" if earlier else ""
+        footer = f"Collected from earlier runs{made_by}; the runs themselves: {run_seconds:.0f} s of `train()`."
+    else:
+        footer = f"Wall time {seconds:.0f} s ({spec.jobs} job(s) at a time); the runs themselves: {run_seconds:.0f} s"
+        footer += f"; {reused} cell(s) from earlier runs." if reused else "."
     write_artifact(
         directory,
         {"table.md": table_markdown(spec, table, footer), "table.csv": table_csv(table)},
@@ -754,6 +771,7 @@ def main(argv: list[str] | None = None) -> int:
         spec.jobs = args.jobs
     out = args.output_root / spec.name
     code_at_start = git_state() if args.publish else None
+    present_before = sum(len(spec.seeds_of(row)) - len(missing_seeds(spec, out, row)) for row in spec.rows)
     started = time.perf_counter()
     errors: dict[str, str] = {}
     if not args.collect:
@@ -779,7 +797,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         command = list(argv if argv is not None else sys.argv[1:])
-        published = publish(spec, table, out, command, seconds, args.overrides, args.results_root, code_at_start)
+        published = publish(
+            spec, table, out, command, seconds, args.overrides, args.results_root, code_at_start, present_before
+        )
         console.print(f"published {published}")
     if args.wandb:
         log_to_wandb(spec, table, out)
