@@ -88,6 +88,15 @@ class Row:
 
 
 @dataclass
+class PairedGroup:
+    """``paired``: each of ``rows`` minus ``baseline`` on the seeds both have, for ``metrics``."""
+
+    baseline: str
+    metrics: list[str]
+    rows: list[str]
+
+
+@dataclass
 class TableSpec:
     name: str
     title: str
@@ -101,7 +110,7 @@ class TableSpec:
     notes: str = ""
     jobs: int = 1
     path: Path | None = None  # the spec file, when loaded from one
-    paired: dict[str, Any] | None = None  # {baseline: row label, metrics: [keys]}: row − baseline by seed
+    paired: list[PairedGroup] = field(default_factory=list)  # rows minus a baseline row, seed by seed
 
     @property
     def optional_rows(self) -> set[str]:
@@ -127,6 +136,28 @@ def _parse_seeds(seeds: Any, where: str, key: str) -> list[int]:
         f"{key} must be a count or a list of non-negative integers, got {seeds!r}",
     )
     return seeds
+
+
+def _parse_paired(raw: Any, rows: list[Row], metrics: list[Metric], where: str) -> list[PairedGroup]:
+    """``paired``: one group ``{baseline, metrics, rows?}`` or a list of them (rows: default every other row)."""
+    if raw is None:
+        return []
+    groups = []
+    labels = [r.label for r in rows]
+    for group in raw if isinstance(raw, list) else [raw]:
+        _require(
+            isinstance(group, dict) and {"baseline", "metrics"} <= set(group) <= {"baseline", "metrics", "rows"},
+            where,
+            f"paired must be {{baseline: <row label>, metrics: [keys], rows: [labels] (optional)}}, got {group!r}",
+        )
+        _require(group["baseline"] in labels, where, f"paired.baseline={group['baseline']!r} must be a row label")
+        stray = set(group["metrics"]) - {m.key for m in metrics}
+        _require(not stray, where, f"paired.metrics names {sorted(stray)}, which are not in metrics")
+        members = group.get("rows") or [label for label in labels if label != group["baseline"]]
+        unknown = set(members) - set(labels)
+        _require(not unknown, where, f"paired.rows names {sorted(unknown)}, which are not row labels")
+        groups.append(PairedGroup(str(group["baseline"]), list(group["metrics"]), list(members)))
+    return groups
 
 
 def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> TableSpec:
@@ -214,20 +245,7 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
         where,
         f"jobs must be a positive integer, got {jobs!r}",
     )
-    paired = data.get("paired")
-    if paired is not None:
-        _require(
-            isinstance(paired, dict) and set(paired) == {"baseline", "metrics"},
-            where,
-            f"paired must be {{baseline: <row label>, metrics: [keys]}}, got {paired!r}",
-        )
-        _require(
-            paired["baseline"] in {r.label for r in rows},
-            where,
-            f"paired.baseline={paired['baseline']!r} must be a row label",
-        )
-        stray = set(paired["metrics"]) - {m.key for m in metrics}
-        _require(not stray, where, f"paired.metrics names {sorted(stray)}, which are not in metrics")
+    paired = _parse_paired(data.get("paired"), rows, metrics, where)
     return TableSpec(
         paired=paired,
         jobs=jobs,
@@ -456,27 +474,25 @@ def collect(spec: TableSpec, out: Path) -> list[list[Cell]]:
     return table
 
 
-def paired_differences(spec: TableSpec, table: list[list[Cell]]) -> list[tuple[str, str, list[float]]]:
-    """``paired``: per row and metric, the row minus the baseline row on the seeds both have."""
-    if spec.paired is None:
-        return []
-    baseline = {c.metric: c for c in table[[r.label for r in spec.rows].index(spec.paired["baseline"])]}
+def paired_differences(spec: TableSpec, table: list[list[Cell]]) -> list[tuple[PairedGroup, str, str, list[float]]]:
+    """``paired``: per group, row and metric, the row minus the group's baseline on the seeds both have."""
+    cells = {(row.label, cell.metric): cell for row, row_cells in zip(spec.rows, table) for cell in row_cells}
     out = []
-    for row, cells in zip(spec.rows, table):
-        if row.label == spec.paired["baseline"]:
-            continue
-        for cell in cells:
-            if cell.metric in spec.paired["metrics"]:
-                base = baseline[cell.metric].by_seed
-                out.append((row.label, cell.metric, [v - base[s] for s, v in cell.by_seed.items() if s in base]))
+    for group in spec.paired:
+        for label in group.rows:
+            for metric in group.metrics:
+                base = cells[(group.baseline, metric)].by_seed
+                diffs = [v - base[s] for s, v in cells[(label, metric)].by_seed.items() if s in base]
+                out.append((group, label, metric, diffs))
     return out
 
 
-def format_cell(cell: Cell, digits: int) -> str:
+def format_cell(cell: Cell, digits: int, signed: bool = False) -> str:
+    """``mean ± std`` (``+`` before a positive mean when ``signed``: a difference); ``missing`` when empty."""
     if not cell.values:
         return "missing"
     std = f" ± {cell.std:.{digits}f}" if cell.n > 1 else ""
-    return f"{cell.mean:.{digits}f}{std}"
+    return f"{cell.mean:{'+' if signed else ''}.{digits}f}{std}"
 
 
 def format_reference(cell: Cell, digits: int) -> str:
@@ -525,32 +541,25 @@ def table_markdown(spec: TableSpec, table: list[list[Cell]], footer: str = "") -
 
 
 def paired_markdown(spec: TableSpec, table: list[list[Cell]]) -> list[str]:
-    """The ``paired`` section: each row minus the baseline row, seed by seed (mean ± sd)."""
-    paired = paired_differences(spec, table)
-    if not paired:
-        return []
+    """The ``paired`` sections: rows minus a baseline row, seed by seed (mean ± sd, n seeds)."""
     digits = {m.key: m.digits for m in spec.metrics}
     labels = {m.key: m.label for m in spec.metrics}
-    keys = spec.paired["metrics"]  # type: ignore[index]
-    md = ["", f"Paired by seed: row minus {spec.paired['baseline']!r} on the same seeds.", ""]  # type: ignore[index]
-    md += ["| row | " + " | ".join(labels[k] for k in keys) + " |", "|" + "---|" * (1 + len(keys))]
-    by_row: dict[str, dict[str, list[float]]] = {}
-    for label, key, diffs in paired:
-        by_row.setdefault(label, {})[key] = diffs
-    for label, diffs in by_row.items():
-        md.append(
-            f"| {label} | "
-            + " | ".join(_signed(Cell(label, k, diffs.get(k, []), None), digits[k]) for k in keys)
-            + " |"
-        )
+    by_group: dict[int, dict[str, dict[str, list[float]]]] = {}
+    for group, label, metric, diffs in paired_differences(spec, table):
+        by_group.setdefault(id(group), {}).setdefault(label, {})[metric] = diffs
+    md = []
+    for group in spec.paired:
+        md += ["", f"Paired by seed: row minus {group.baseline!r} on the same seeds.", ""]
+        md += ["| row | " + " | ".join(labels[k] for k in group.metrics) + " |"]
+        md += ["|" + "---|" * (1 + len(group.metrics))]
+        for label, diffs in by_group.get(id(group), {}).items():
+            parts = [_difference(Cell(label, k, diffs[k], None), digits[k]) for k in group.metrics]
+            md.append(f"| {label} | " + " | ".join(parts) + " |")
     return md
 
 
-def _signed(cell: Cell, digits: int) -> str:
-    if not cell.values:
-        return "missing"
-    std = f" ± {cell.std:.{digits}f}" if cell.n > 1 else ""
-    return f"{cell.mean:+.{digits}f}{std} (n={cell.n})"
+def _difference(cell: Cell, digits: int) -> str:
+    return format_cell(cell, digits, signed=True) + (f" (n={cell.n})" if cell.values else "")
 
 
 def table_csv(table: list[list[Cell]]) -> str:
@@ -589,11 +598,13 @@ def table_figures(spec: TableSpec, table: list[list[Cell]]) -> dict[str, Any]:
         figures[f"{key} :: std"] = c.std if c.n > 1 else None
         figures[f"{key} :: n"] = c.n
         figures[f"{key} :: verdict"] = c.verdict
-    for label, metric, diffs in paired_differences(spec, table):
+    for group, label, metric, diffs in paired_differences(spec, table):
         diff = Cell(label, metric, diffs, None)
-        figures[f"paired :: {label} :: {metric} :: mean"] = diff.mean if diffs else None
-        figures[f"paired :: {label} :: {metric} :: std"] = diff.std if diff.n > 1 else None
-        figures[f"paired :: {label} :: {metric} :: n"] = diff.n
+        key = f"paired :: {label} − {group.baseline} :: {metric}"
+        figures[f"{key} :: mean"] = diff.mean if diffs else None
+        figures[f"{key} :: std"] = diff.std if diff.n > 1 else None
+        figures[f"{key} :: sem"] = diff.std / math.sqrt(diff.n) if diff.n > 1 else None  # standard error
+        figures[f"{key} :: n"] = diff.n
     return figures
 
 
@@ -613,6 +624,16 @@ def table_sources(spec: TableSpec, extra: list[str]) -> list[str]:
     return relative(files)
 
 
+def _earlier_publish(directory: Path) -> dict[str, Any] | None:
+    """What an earlier ``--publish`` of this table recorded (kept when a later one only re-collects)."""
+    path = directory / "provenance.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    earlier = old.get("earlier_publish") if old.get("collected_only") else None
+    return earlier or {k: old.get(k) for k in ("command", "commit", "date", "wall_seconds", "runs_seconds")}
+
+
 def publish(
     spec: TableSpec,
     table: list[list[Cell]],
@@ -622,6 +643,7 @@ def publish(
     extra: list[str],
     results_root: Path = REPO_ROOT / "experiments" / "results",
     started: dict[str, Any] | None = None,
+    present_before: int = 0,
 ) -> Path:
     """Write ``experiments/results/<name>/``: table.md, table.csv, figures.json, provenance.json.
 
@@ -629,13 +651,12 @@ def publish(
     the seconds the runs themselves took (from their metrics.json), since a resumed table's wall time
     covers only what it ran.
     """
-    run_seconds, reused = 0.0, 0
+    run_seconds, reused = 0.0, present_before
     for row in spec.rows:
         for seed in spec.seeds_of(row):
             path = run_dir(out, row, seed) / "metrics.json"
             if path.is_file():
                 run_seconds += float(json.loads(path.read_text()).get("wall_seconds", 0.0))
-                reused += path.stat().st_mtime < time.time() - seconds
     directory = results_root / spec.name
     record = provenance(
         ["rsft-table", *argv],
@@ -648,9 +669,16 @@ def publish(
         jobs=spec.jobs,
         started=started,
     )
-    footer = f"Wall time {seconds:.0f} s ({spec.jobs} job(s) at a time); the runs themselves: {run_seconds:.0f} s" + (
-        f"; {reused} cell(s) from earlier runs." if reused else "."
-    )
+    record["collected_only"] = reused == sum(len(spec.seeds_of(row)) for row in spec.rows)  # ran nothing
+    earlier = _earlier_publish(directory) if record["collected_only"] else None
+    if earlier:
+        record["earlier_publish"] = earlier
+    if record["collected_only"]:
+        made_by = f" by `{earlier['command']}` ({earlier['wall_seconds']:.0f} s wall)" if earlier else ""
+        footer = f"Collected from earlier runs{made_by}; the runs themselves: {run_seconds:.0f} s of `train()`."
+    else:
+        footer = f"Wall time {seconds:.0f} s ({spec.jobs} job(s) at a time); the runs themselves: {run_seconds:.0f} s"
+        footer += f"; {reused} cell(s) from earlier runs." if reused else "."
     write_artifact(
         directory,
         {"table.md": table_markdown(spec, table, footer), "table.csv": table_csv(table)},
@@ -742,7 +770,8 @@ def main(argv: list[str] | None = None) -> int:
             return 2
         spec.jobs = args.jobs
     out = args.output_root / spec.name
-    code_at_start = git_state()
+    code_at_start = git_state() if args.publish else None
+    present_before = sum(len(spec.seeds_of(row)) - len(missing_seeds(spec, out, row)) for row in spec.rows)
     started = time.perf_counter()
     errors: dict[str, str] = {}
     if not args.collect:
@@ -768,7 +797,9 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 1
         command = list(argv if argv is not None else sys.argv[1:])
-        published = publish(spec, table, out, command, seconds, args.overrides, args.results_root, code_at_start)
+        published = publish(
+            spec, table, out, command, seconds, args.overrides, args.results_root, code_at_start, present_before
+        )
         console.print(f"published {published}")
     if args.wandb:
         log_to_wandb(spec, table, out)
