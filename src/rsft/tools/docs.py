@@ -34,7 +34,15 @@ from typing import Any
 import yaml
 
 from rsft.run.config import REPO_ROOT
-from rsft.tools.provenance import PROVENANCE, git_state, provenance, read_figures, read_provenance, write_artifact
+from rsft.tools.provenance import (
+    ARTIFACT_DIRS,
+    PROVENANCE,
+    git_state,
+    provenance,
+    read_figures,
+    read_provenance,
+    write_artifact,
+)
 from rsft.tools.sources import relative, run_sources
 
 DOCS = ("README.md", "experiments/README.md", "benchmarks/README.md")
@@ -139,8 +147,7 @@ def changed_since(commit: str | None, sources: list[str], root: Path = REPO_ROOT
 
 
 def all_artifacts(root: Path = REPO_ROOT) -> list[Path]:
-    bases = ("experiments/results", "benchmarks/results")
-    return sorted(p.parent for base in bases for p in root.glob(f"{base}/**/{PROVENANCE}"))
+    return sorted(p.parent for base in ARTIFACT_DIRS for p in root.glob(f"{base}/**/{PROVENANCE}"))
 
 
 def stale_report(root: Path = REPO_ROOT) -> list[str]:

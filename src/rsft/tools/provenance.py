@@ -22,6 +22,8 @@ from typing import Any
 from rsft.run.config import REPO_ROOT
 
 PROVENANCE = "provenance.json"
+#: Where published artifacts live (repository-relative).
+ARTIFACT_DIRS = ("experiments/results", "benchmarks/results")
 FIGURES = "figures.json"
 #: Distributions whose versions change results (or their speed).
 PACKAGES = ("rsft", "torch", "pytorch-lightning", "hydra-core", "omegaconf", "numpy", "scipy", "zuko", "fairlearn")
@@ -38,8 +40,10 @@ def git_state(repo: Path = REPO_ROOT) -> dict[str, Any]:
         return done.stdout.strip() if done.returncode == 0 else None
 
     commit = git("rev-parse", "HEAD")
-    status = git("status", "--porcelain", "--untracked-files=no")
-    diff = git("diff", "HEAD")
+    # Published artifacts are outputs, not code: rewriting one must not make the next producer "dirty".
+    outputs = [f":(exclude){path}" for path in ARTIFACT_DIRS]
+    status = git("status", "--porcelain", "--untracked-files=no", "--", ".", *outputs)
+    diff = git("diff", "HEAD", "--", ".", *outputs)
     return {
         "commit": commit,
         "dirty": None if status is None else bool(status),
