@@ -125,16 +125,14 @@ def chat_model(tmp_path):
     pytest.importorskip("peft")
     from rsft.models.hf_causal_lm import HFCausalLM
 
-    words = ["<|im_end|>", "<|im_start|>", "[UNK]", "system", "user", "assistant"] + [str(d) for d in range(10)]
-    words += list("+-=.:?,!") + "State the final answer to following arithmetic problem Reply with only".split()
-    vocab = {w: i for i, w in enumerate(dict.fromkeys(words))}
-    inner = tokenizers.Tokenizer(tokenizers.models.WordLevel(vocab, unk_token="[UNK]"))
-    inner.pre_tokenizer = tokenizers.pre_tokenizers.Sequence(
-        [tokenizers.pre_tokenizers.Whitespace(), tokenizers.pre_tokenizers.Digits(individual_digits=True)]
+    bpe = tokenizers.ByteLevelBPETokenizer()  # byte-level: decoding gives back exactly the text
+    bpe.train_from_iterator(
+        ["State the final answer to the following arithmetic problem: 45 - 7 = 38", "system user assistant"] * 20,
+        vocab_size=300,
+        min_frequency=1,
+        special_tokens=["<|im_end|>", "<|im_start|>"],
     )
-    inner.decoder = tokenizers.decoders.WordPiece(prefix="##", cleanup=False)
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=inner, eos_token="<|im_end|>", pad_token="<|im_end|>")
-    tok.add_special_tokens({"additional_special_tokens": ["<|im_start|>"]})
+    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|im_end|>")
     tok.chat_template = CHATML
     tok.save_pretrained(tmp_path / "tok")
     return HFCausalLM(
@@ -152,24 +150,24 @@ def chat_model(tmp_path):
     ).eval()
 
 
-def test_chat_prompts_render_with_the_tokenizer_template_and_a_round_is_sampled_and_verified(chat_model):
-    from rsft.acceptance.lm import Verifier
+def test_chat_prompts_render_with_the_tokenizer_template_and_a_round_reports_its_tokens_per_second(chat_model):
+    from rsft.acceptance.base import AcceptAll
     from rsft.proposals.policy import PolicyProposal
     from rsft.sampling import rejection_sample
 
     t = task(system_prompt="Reply with only the final answer .")
     ids, mask = chat_model.encode_prompts(t.prompts(t.pool("sft")[:2]))
     first = chat_model.tokenizer.inner.decode(ids[0][mask[0]].tolist())
-    assert first.startswith("<|im_start|> system") and first.rstrip().endswith("<|im_start|> assistant")
+    assert first.startswith("<|im_start|>system\nReply") and first.endswith("=<|im_end|>\n<|im_start|>assistant\n")
     proposal = PolicyProposal(t, k=3, pool="sft", chunk_prompts=4, max_new_tokens=6)
     proposal.bind(chat_model)
     result = rejection_sample(
-        proposal, Verifier(), num_proposals=24, chunk_size=12, generator=torch.Generator().manual_seed(0)
+        proposal, AcceptAll(), num_proposals=24, chunk_size=12, generator=torch.Generator().manual_seed(0)
     )
     stats = proposal.round_stats(result.batch)
     assert stats["round_candidates"] == 24 and stats["round_prompts"] == 8
-    assert 0 < stats["round_tokens"] <= 24 * 6 and stats["round_tokens_per_s"] > 0
-    assert int(result.stats["accepted"]) == len(result.batch["prompt_id"])
+    # Generated tokens: every candidate's completion up to and including its eos (prompts not counted).
+    assert stats["round_tokens"] == int(result.batch["length"].sum()) and stats["round_tokens_per_s"] > 0
 
 
 def test_verifier_accepts_exactly_the_completions_reasoning_gym_scores_correct(chat_model, monkeypatch):
@@ -210,27 +208,24 @@ def test_verifier_accepts_exactly_the_completions_reasoning_gym_scores_correct(c
 
 def test_rsft_train_runs_task_reasoning_gym_end_to_end_with_a_random_model(run_config, tmp_path):
     pytest.importorskip("transformers")
+    # experiment=rft_smollm2 with a random gpt2 (char tokenizer, plain-text prompts) in place of SmolLM2.
     cfg = run_config(
-        "experiment=rft_arithmetic",
-        "task=reasoning_gym",
+        "experiment=rft_smollm2",
         "task.num_sft=16",
         "task.num_eval=8",
         "task.num_train_eval=4",
         "task.chat=false",
         "task.system_prompt=null",
-        "model=hf_causal_lm",
+        "model.net.path=null",
+        "+model.net.config={model_type:gpt2,n_layer:1,n_head:2,n_embd:32,n_positions:96}",
+        "model.net.finetune=auto",
+        "model.net.lora=null",
         "model.net.max_seq_len=96",
-        "model.net.config.n_layer=1",
-        "model.net.config.n_embd=32",
-        "model.net.config.n_head=2",
         "model.net.eval_k=2",
         "model.net.eval_max_new_tokens=6",
         "model.pretrain.steps=2",
-        "model.batch_size=16",
-        "proposal.pool=sft",
         "proposal.k=2",
         "proposal.max_new_tokens=6",
-        "proposal.passes_per_round=1",
         "trainer.max_epochs=2",
         "logger=none",
     )
