@@ -179,6 +179,7 @@ def test_verifier_accepts_exactly_the_completions_reasoning_gym_scores_correct(c
     t = task()
     tok = chat_model.tokenizer
     asked: list[torch.Tensor] = []  # the problem ids of each generation batch, in order
+    generated: list[int] = []  # tokens generated per batch (answers of different lengths, eos included)
     prompts = t.prompts
     monkeypatch.setattr(t, "prompts", lambda ids: (asked.append(torch.as_tensor(ids)), prompts(ids))[1])
 
@@ -193,6 +194,7 @@ def test_verifier_accepts_exactly_the_completions_reasoning_gym_scores_correct(c
             completion[i, : len(r)] = torch.tensor(r)
         zeros = torch.zeros(len(rows), dtype=torch.float64)
         length = torch.tensor([len(r) for r in rows])
+        generated.append(int(length.sum()))
         return {"completion": completion, "length": length, "finished": length > 0, "log_prob": zeros, "log_q": zeros}
 
     monkeypatch.setattr(chat_model, "generate", scripted)
@@ -203,7 +205,8 @@ def test_verifier_accepts_exactly_the_completions_reasoning_gym_scores_correct(c
     )
     kept = result.batch["prompt_id"]
     assert len(kept) == 40 and bool((kept % 2 == 0).all())
-    assert proposal.round_stats(result.batch)["round_correct_rate"] == 0.5
+    stats = proposal.round_stats(result.batch)
+    assert stats["round_correct_rate"] == 0.5 and stats["round_tokens"] == sum(generated)
 
 
 def test_rsft_train_runs_task_reasoning_gym_end_to_end_with_a_random_model(run_config, tmp_path):
