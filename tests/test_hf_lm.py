@@ -171,6 +171,11 @@ def test_lora_checkpoints_hold_the_adapters_only_and_restore_them(saved_llama):
     ids = torch.tensor([[5, 6, 7, 8]])
     with torch.no_grad():
         assert torch.allclose(model.hf(input_ids=ids).logits, fresh.hf(input_ids=ids).logits)
+    torch.save(checkpoint, saved_llama.parent / "adapters.ckpt")  # model.init_checkpoint takes it too
+    started = HFCausalLM(path=str(saved_llama), max_seq_len=48)
+    started.load_initial_weights(saved_llama.parent / "adapters.ckpt")
+    with torch.no_grad():
+        assert torch.allclose(model.hf(input_ids=ids).logits, started.hf(input_ids=ids).logits)
     broken = {"state_dict": dict(checkpoint["state_dict"])}
     broken["state_dict"].pop(sorted(kept)[0])
     with pytest.raises(ValueError, match="lacks 1 LoRA weights"):

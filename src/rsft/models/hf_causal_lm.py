@@ -336,6 +336,19 @@ class HFCausalLM(CausalLM):
                     "was saved with other model.net.lora settings"
                 )
 
+    def load_initial_weights(self, path: str | Path) -> None:
+        """``model.init_checkpoint``: with LoRA, a checkpoint of this run's kind holds the adapters only."""
+        if not self.lora:
+            return super().load_initial_weights(path)
+        if not Path(path).is_file():
+            raise FileNotFoundError(
+                f"model.init_checkpoint={str(path)!r} does not exist; give the path of a .ckpt file"
+            )
+        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = state.get("state_dict", state) if isinstance(state, dict) else state
+        self.on_load_checkpoint({"state_dict": state})  # every adapter weight must be there
+        self.load_state_dict(state, strict=False)
+
     # -- the network ----------------------------------------------------------------------
     def _forward_keywords(self) -> tuple[str, bool]:
         # transformers 5 renamed past_key_values to cache; accept both generations of the API.
