@@ -53,7 +53,8 @@ def tiny_tokenizer():
 
 def tiny_llama(vocab_size: int):
     config = transformers.AutoConfig.for_model(
-        **{**TINY_LLAMA, "vocab_size": vocab_size, "eos_token_id": 0, "pad_token_id": 0}
+        # Tied input/output embeddings, as SmolLM2 has: one frozen weight under two names.
+        **{**TINY_LLAMA, "vocab_size": vocab_size, "eos_token_id": 0, "pad_token_id": 0, "tie_word_embeddings": True}
     )
     torch.manual_seed(0)
     return transformers.AutoModelForCausalLM.from_config(config)

@@ -322,7 +322,8 @@ class HFCausalLM(CausalLM):
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         super().on_save_checkpoint(checkpoint)
         if self.lora:  # the frozen base is re-read from model.net.path; keep the ~0.5 GB out of every checkpoint
-            frozen = {name for name, p in self.named_parameters() if not p.requires_grad}
+            # remove_duplicate=False: a tied weight (lm_head = embeddings) is frozen under both names.
+            frozen = {name for name, p in self.named_parameters(remove_duplicate=False) if not p.requires_grad}
             checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if k not in frozen}
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
