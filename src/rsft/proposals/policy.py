@@ -25,6 +25,7 @@ keeps sampling the SFT model.
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import torch
@@ -170,7 +171,14 @@ class PolicyProposal(Proposal):
         self._cursor = 0
         self._order_stream: torch.Generator | None = None
         self._groups = 0
-        self._counts = {"candidates": 0, "correct": 0, "finished": 0, "reward": 0.0}
+        self._counts = {
+            "candidates": 0,
+            "correct": 0,
+            "finished": 0,
+            "reward": 0.0,
+            "tokens": 0,
+            "generate_seconds": 0.0,
+        }
         self._prompts: set[int] = set()
         self._prompts_with_correct: set[int] = set()
         self._correct_paths: set[tuple[int, int]] = set()
@@ -239,6 +247,7 @@ class PolicyProposal(Proposal):
         if self._snapshot is not None:  # sample from the frozen snapshot, then put the live weights back
             current = {name: v.detach().clone() for name, v in model.state_dict().items()}
             model.load_state_dict(self._snapshot)
+        started = time.perf_counter()
         try:
             out = model.generate(
                 ids,
@@ -253,6 +262,8 @@ class PolicyProposal(Proposal):
         finally:
             if current is not None:
                 model.load_state_dict(current)
+        self._counts["generate_seconds"] += time.perf_counter() - started
+        self._counts["tokens"] += int(out["length"].sum())
         dev = ids.device
         rep = prompt_ids.to(dev).repeat_interleave(k)
         scores = self.task.score(rep, model.decode(out["completion"]))
@@ -322,6 +333,9 @@ class PolicyProposal(Proposal):
             "round_prompts_with_accepted": len(set(acc_prompts)) / prompts,
             "round_accepted_paths_per_prompt": len(acc_paths) / prompts,
             "round_accepted_per_prompt": len(acc_prompts) / prompts,
+            # Generated tokens (eos included, prompts not) per second of generate(): the sampling speed.
+            "round_tokens": float(c["tokens"]),
+            "round_tokens_per_s": c["tokens"] / c["generate_seconds"] if c["generate_seconds"] > 0 else 0.0,
         }
 
     def training_rows(self, accepted: Batch) -> Batch:

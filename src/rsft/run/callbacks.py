@@ -74,14 +74,17 @@ class SamplingStatsLogger(pl.Callback):
             )
             if stats.get("thinned", 0) > 0:  # rows dropped when an estimated envelope was raised (exactness)
                 envelope += f", {int(stats['thinned'])} thinned after envelope raises"
+            # Language-model rounds also report their generation speed.
+            speed = f", {stats['round_tokens_per_s']:.1f} tokens/s" if "round_tokens_per_s" in stats else ""
             log.info(
-                "epoch %d: accepted %d of %d proposals (rate %.4g)%s, %.2f s",
+                "epoch %d: accepted %d of %d proposals (rate %.4g)%s, %.2f s%s",
                 trainer.current_epoch,
                 stats["accepted"],
                 stats.get("proposals", 0),
                 stats.get("acceptance_rate", math.nan),
                 envelope,
                 stats.get("seconds", math.nan),
+                speed,
             )
 
 
