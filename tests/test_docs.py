@@ -167,7 +167,7 @@ def test_publish_refuses_a_table_with_missing_required_cells(tmp_path, monkeypat
     results = tmp_path / "results"
     args = [str(path), "--collect", "--output-root", str(tmp_path / "tables"), "--publish", "--results-root"]
     assert main([*args, str(results)]) == 1
-    assert "rows ['base', 'never'] have missing cells" in capsys.readouterr().out
+    assert "rows ['base', 'never'] have runs missing" in capsys.readouterr().out
     assert not results.exists()
 
 
