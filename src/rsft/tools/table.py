@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import csv
+import io
 import json
 import math
 import os
@@ -27,6 +28,8 @@ from typing import Any
 import yaml
 
 from rsft.run.config import REPO_ROOT
+from rsft.tools.provenance import git_state, provenance, write_artifact
+from rsft.tools.sources import import_closure, relative, run_sources
 
 TOLERANCE_RULES = ("spread", "absolute", "relative")
 
@@ -76,10 +79,21 @@ class Row:
     overrides: list[str]
     reference: dict[str, float] = field(default_factory=dict)
     after: str | None = None  # label of an earlier row whose run of the same seed this one needs
+    optional: bool = False  # may be missing in a published table (e.g. its data set is not shipped)
+    seeds: list[int] | None = None  # this row's own seeds (e.g. more for a small data set); None: the spec's
 
     @property
     def slug(self) -> str:
         return re.sub(r"[^A-Za-z0-9._-]+", "_", self.label).strip("_") or "row"
+
+
+@dataclass
+class PairedGroup:
+    """``paired``: each of ``rows`` minus ``baseline`` on the seeds both have, for ``metrics``."""
+
+    baseline: str
+    metrics: list[str]
+    rows: list[str]
 
 
 @dataclass
@@ -95,11 +109,55 @@ class TableSpec:
     env: dict[str, str] = field(default_factory=dict)
     notes: str = ""
     jobs: int = 1
+    path: Path | None = None  # the spec file, when loaded from one
+    paired: list[PairedGroup] = field(default_factory=list)  # rows minus a baseline row, seed by seed
+
+    @property
+    def optional_rows(self) -> set[str]:
+        return {row.label for row in self.rows if row.optional}
+
+    def seeds_of(self, row: Row) -> list[int]:
+        return self.seeds if row.seeds is None else row.seeds
 
 
 def _require(cond: bool, where: str, message: str) -> None:
     if not cond:
         raise TableSpecError(f"{where}: {message}")
+
+
+def _parse_seeds(seeds: Any, where: str, key: str) -> list[int]:
+    """A count N (seeds 0..N-1) or a list of non-negative integers."""
+    if isinstance(seeds, int) and not isinstance(seeds, bool):
+        _require(seeds > 0, where, f"{key} must be positive, got {seeds}")
+        seeds = list(range(seeds))
+    _require(
+        isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds),
+        where,
+        f"{key} must be a count or a list of non-negative integers, got {seeds!r}",
+    )
+    return seeds
+
+
+def _parse_paired(raw: Any, rows: list[Row], metrics: list[Metric], where: str) -> list[PairedGroup]:
+    """``paired``: one group ``{baseline, metrics, rows?}`` or a list of them (rows: default every other row)."""
+    if raw is None:
+        return []
+    groups = []
+    labels = [r.label for r in rows]
+    for group in raw if isinstance(raw, list) else [raw]:
+        _require(
+            isinstance(group, dict) and {"baseline", "metrics"} <= set(group) <= {"baseline", "metrics", "rows"},
+            where,
+            f"paired must be {{baseline: <row label>, metrics: [keys], rows: [labels] (optional)}}, got {group!r}",
+        )
+        _require(group["baseline"] in labels, where, f"paired.baseline={group['baseline']!r} must be a row label")
+        stray = set(group["metrics"]) - {m.key for m in metrics}
+        _require(not stray, where, f"paired.metrics names {sorted(stray)}, which are not in metrics")
+        members = group.get("rows") or [label for label in labels if label != group["baseline"]]
+        unknown = set(members) - set(labels)
+        _require(not unknown, where, f"paired.rows names {sorted(unknown)}, which are not row labels")
+        groups.append(PairedGroup(str(group["baseline"]), list(group["metrics"]), list(members)))
+    return groups
 
 
 def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> TableSpec:
@@ -116,17 +174,10 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
         "env",
         "notes",
         "jobs",
+        "paired",
     }
     _require(not unknown, where, f"unknown key(s) {sorted(unknown)}")
-    seeds = data.get("seeds", 5)
-    if isinstance(seeds, int) and not isinstance(seeds, bool):
-        _require(seeds > 0, where, f"seeds must be positive, got {seeds}")
-        seeds = list(range(seeds))
-    _require(
-        isinstance(seeds, list) and seeds and all(isinstance(s, int) and s >= 0 for s in seeds),
-        where,
-        f"seeds must be a count or a list of non-negative integers, got {seeds!r}",
-    )
+    seeds = _parse_seeds(data.get("seeds", 5), where, "seeds")
     metrics_raw = data.get("metrics")
     _require(isinstance(metrics_raw, list) and metrics_raw, where, "metrics must be a non-empty list")
     metrics = []
@@ -155,7 +206,7 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
         _require(
             not stray, where, f"row {r['label']!r}: reference names metric(s) {sorted(stray)} that are not in metrics"
         )
-        stray_keys = set(r) - {"label", "overrides", "reference", "after"}
+        stray_keys = set(r) - {"label", "overrides", "reference", "after", "optional", "seeds"}
         _require(not stray_keys, where, f"row {r['label']!r}: unknown key(s) {sorted(stray_keys)}")
         after = r.get("after")
         if after is not None:
@@ -170,6 +221,8 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
                 list(overrides),
                 {k: float(v) for k, v in reference.items()},
                 None if after is None else str(after),
+                bool(r.get("optional", False)),
+                None if r.get("seeds") is None else _parse_seeds(r["seeds"], where, f"row {r['label']!r}: seeds"),
             )
         )
     slugs = [r.slug for r in rows]
@@ -192,7 +245,9 @@ def parse_spec(data: dict[str, Any], name: str, where: str = "table spec") -> Ta
         where,
         f"jobs must be a positive integer, got {jobs!r}",
     )
+    paired = _parse_paired(data.get("paired"), rows, metrics, where)
     return TableSpec(
+        paired=paired,
         jobs=jobs,
         name=name,
         title=str(data.get("title", name)),
@@ -213,7 +268,9 @@ def load_spec(name_or_path: str, experiments_dir: Path | None = None) -> TableSp
         path = (experiments_dir or REPO_ROOT / "experiments") / f"{name_or_path}.yaml"
     if not path.is_file():
         raise FileNotFoundError(f"no table spec {path}; write experiments/<name>.yaml (see experiments/README.md)")
-    return parse_spec(yaml.safe_load(path.read_text()), path.stem, str(path))
+    spec = parse_spec(yaml.safe_load(path.read_text()), path.stem, str(path))
+    spec.path = path
+    return spec
 
 
 # -- running --------------------------------------------------------------------------------------
@@ -222,7 +279,7 @@ def run_dir(out: Path, row: Row, seed: int) -> Path:
 
 
 def missing_seeds(spec: TableSpec, out: Path, row: Row) -> list[int]:
-    return [s for s in spec.seeds if not (run_dir(out, row, s) / "metrics.json").is_file()]
+    return [s for s in spec.seeds_of(row) if not (run_dir(out, row, s) / "metrics.json").is_file()]
 
 
 def multirun_command(spec: TableSpec, out: Path, row: Row, seeds: list[int], extra: list[str]) -> list[str]:
@@ -347,6 +404,7 @@ class Cell:
     reference: float | None
     bound: float | None = None
     verdict: str = "missing"
+    by_seed: dict[int, float] = field(default_factory=dict)
 
     @property
     def n(self) -> int:
@@ -376,45 +434,85 @@ def judge(cell: Cell, tolerance: Tolerance) -> Cell:
     return cell
 
 
+EPOCH_KEY = re.compile(r"^epoch\[(-?\d+)\]:(.+)$")
+
+
+def run_figure(directory: Path, key: str) -> float | None:
+    """A finite figure of one run: a key of its metrics.json, or ``epoch[k]:<key>`` from row k of its
+    epochs.jsonl (k < 0 counts from the last epoch). None when the run or the figure is missing."""
+    match = EPOCH_KEY.match(key)
+    if match:
+        path = directory / "epochs.jsonl"
+        if not path.is_file():
+            return None
+        rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+        try:
+            record = rows[int(match.group(1))]
+        except IndexError:
+            return None
+        key = match.group(2)
+    else:
+        path = directory / "metrics.json"
+        if not path.is_file():
+            return None
+        record = json.loads(path.read_text())
+    value = record.get(key)
+    return float(value) if value is not None and math.isfinite(float(value)) else None
+
+
 def collect(spec: TableSpec, out: Path) -> list[list[Cell]]:
-    """One Cell per (row, metric) from the runs' metrics.json (finite values only)."""
+    """One Cell per (row, metric) from the runs' metrics.json / epochs.jsonl (finite values only)."""
     table = []
     for row in spec.rows:
-        runs = []
-        for seed in spec.seeds:
-            path = run_dir(out, row, seed) / "metrics.json"
-            if path.is_file():
-                runs.append(json.loads(path.read_text()))
         cells = []
         for metric in spec.metrics:
-            values = [
-                float(r[metric.key])
-                for r in runs
-                if metric.key in r and r[metric.key] is not None and math.isfinite(float(r[metric.key]))
-            ]
-            cells.append(judge(Cell(row.label, metric.key, values, row.reference.get(metric.key)), spec.tolerance))
+            found = {seed: run_figure(run_dir(out, row, seed), metric.key) for seed in spec.seeds_of(row)}
+            by_seed = {seed: value for seed, value in found.items() if value is not None}
+            cell = Cell(row.label, metric.key, list(by_seed.values()), row.reference.get(metric.key), by_seed=by_seed)
+            cells.append(judge(cell, spec.tolerance))
         table.append(cells)
     return table
 
 
-def format_cell(cell: Cell, digits: int) -> str:
+def paired_differences(spec: TableSpec, table: list[list[Cell]]) -> list[tuple[PairedGroup, str, str, list[float]]]:
+    """``paired``: per group, row and metric, the row minus the group's baseline on the seeds both have."""
+    cells = {(row.label, cell.metric): cell for row, row_cells in zip(spec.rows, table) for cell in row_cells}
+    out = []
+    for group in spec.paired:
+        for label in group.rows:
+            for metric in group.metrics:
+                base = cells[(group.baseline, metric)].by_seed
+                diffs = [v - base[s] for s, v in cells[(label, metric)].by_seed.items() if s in base]
+                out.append((group, label, metric, diffs))
+    return out
+
+
+def format_cell(cell: Cell, digits: int, signed: bool = False) -> str:
+    """``mean ± std`` (``+`` before a positive mean when ``signed``: a difference); ``missing`` when empty."""
     if not cell.values:
         return "missing"
     std = f" ± {cell.std:.{digits}f}" if cell.n > 1 else ""
-    return f"{cell.mean:.{digits}f}{std}"
+    return f"{cell.mean:{'+' if signed else ''}.{digits}f}{std}"
 
 
 def format_reference(cell: Cell, digits: int) -> str:
     return "—" if cell.reference is None else f"{cell.reference:.{digits}f}"
 
 
-def write_outputs(spec: TableSpec, table: list[list[Cell]], out: Path, footer: str = "") -> tuple[Path, Path]:
-    out.mkdir(parents=True, exist_ok=True)
+def _describe_seeds(spec: TableSpec) -> str:
+    if all(row.seeds is None for row in spec.rows):
+        return str(spec.seeds)
+    rows = ", ".join(f"{row.label}: {len(row.seeds)}" for row in spec.rows if row.seeds is not None)
+    return f"{spec.seeds}, except rows with seeds of their own ({rows})"
+
+
+def table_markdown(spec: TableSpec, table: list[list[Cell]], footer: str = "") -> str:
+    """The table as Markdown: title, reference, the rows, and the count of cells inside the tolerance."""
     md = [f"# {spec.title}", ""]
     if spec.source:
         md += [f"Reference: {spec.source}", ""]
     md += [
-        f"Seeds: {spec.seeds}. Cells: mean ± std over seeds (n = runs found); reference in brackets; "
+        f"Seeds: {_describe_seeds(spec)}. Cells: mean ± std over seeds (n = runs found); reference in brackets; "
         f"verdict: {spec.tolerance.describe()}.",
         "",
     ]
@@ -436,29 +534,158 @@ def write_outputs(spec: TableSpec, table: list[list[Cell]], out: Path, footer: s
     judged = sum(c.verdict in ("inside", "outside") for cells in table for c in cells)
     missing = sum(c.verdict == "missing" for cells in table for c in cells)
     md += ["", f"{inside} of {judged} judged cells inside the tolerance (✓ inside, ✗ outside); {missing} missing."]
+    md += paired_markdown(spec, table)
     if footer:
         md += ["", footer]
-    md_path = out / "table.md"
-    md_path.write_text("\n".join(md) + "\n")
-    csv_path = out / "table.csv"
-    with csv_path.open("w", newline="") as handle:
-        writer = csv.writer(handle)
-        writer.writerow(["row", "metric", "n", "mean", "std", "reference", "bound", "verdict"])
-        for cells in table:
-            for c in cells:
-                writer.writerow(
-                    [
-                        c.row,
-                        c.metric,
-                        c.n,
-                        "" if not c.values else c.mean,
-                        "" if c.n < 2 else c.std,
-                        "" if c.reference is None else c.reference,
-                        "" if c.bound is None else c.bound,
-                        c.verdict,
-                    ]
-                )
+    return "\n".join(md) + "\n"
+
+
+def paired_markdown(spec: TableSpec, table: list[list[Cell]]) -> list[str]:
+    """The ``paired`` sections: rows minus a baseline row, seed by seed (mean ± sd, n seeds)."""
+    digits = {m.key: m.digits for m in spec.metrics}
+    labels = {m.key: m.label for m in spec.metrics}
+    by_group: dict[int, dict[str, dict[str, list[float]]]] = {}
+    for group, label, metric, diffs in paired_differences(spec, table):
+        by_group.setdefault(id(group), {}).setdefault(label, {})[metric] = diffs
+    md = []
+    for group in spec.paired:
+        md += ["", f"Paired by seed: row minus {group.baseline!r} on the same seeds.", ""]
+        md += ["| row | " + " | ".join(labels[k] for k in group.metrics) + " |"]
+        md += ["|" + "---|" * (1 + len(group.metrics))]
+        for label, diffs in by_group.get(id(group), {}).items():
+            parts = [_difference(Cell(label, k, diffs[k], None), digits[k]) for k in group.metrics]
+            md.append(f"| {label} | " + " | ".join(parts) + " |")
+    return md
+
+
+def _difference(cell: Cell, digits: int) -> str:
+    return format_cell(cell, digits, signed=True) + (f" (n={cell.n})" if cell.values else "")
+
+
+def table_csv(table: list[list[Cell]]) -> str:
+    """One line per row × metric: n, mean, std, reference, bound, verdict."""
+    handle = io.StringIO()
+    writer = csv.writer(handle, lineterminator="\n")
+    writer.writerow(["row", "metric", "n", "mean", "std", "reference", "bound", "verdict"])
+    for cells in table:
+        for c in cells:
+            writer.writerow(
+                [
+                    c.row,
+                    c.metric,
+                    c.n,
+                    "" if not c.values else c.mean,
+                    "" if c.n < 2 else c.std,
+                    "" if c.reference is None else c.reference,
+                    "" if c.bound is None else c.bound,
+                    c.verdict,
+                ]
+            )
+    return handle.getvalue()
+
+
+def table_figures(spec: TableSpec, table: list[list[Cell]]) -> dict[str, Any]:
+    """Named figures for prose in the docs: verdict counts and, per ``<row> :: <metric>``, mean/std/n/verdict."""
+    cells = [c for row in table for c in row]
+    figures: dict[str, Any] = {
+        "inside": sum(c.verdict == "inside" for c in cells),
+        "judged": sum(c.verdict in ("inside", "outside") for c in cells),
+        "missing": sum(c.verdict == "missing" for c in cells),
+    }
+    for c in cells:
+        key = f"{c.row} :: {c.metric}"
+        figures[f"{key} :: mean"] = c.mean if c.values else None
+        figures[f"{key} :: std"] = c.std if c.n > 1 else None
+        figures[f"{key} :: n"] = c.n
+        figures[f"{key} :: verdict"] = c.verdict
+    for group, label, metric, diffs in paired_differences(spec, table):
+        diff = Cell(label, metric, diffs, None)
+        key = f"paired :: {label} − {group.baseline} :: {metric}"
+        figures[f"{key} :: mean"] = diff.mean if diffs else None
+        figures[f"{key} :: std"] = diff.std if diff.n > 1 else None
+        figures[f"{key} :: sem"] = diff.std / math.sqrt(diff.n) if diff.n > 1 else None  # standard error
+        figures[f"{key} :: n"] = diff.n
+    return figures
+
+
+def write_outputs(spec: TableSpec, table: list[list[Cell]], out: Path, footer: str = "") -> tuple[Path, Path]:
+    out.mkdir(parents=True, exist_ok=True)
+    md_path, csv_path = out / "table.md", out / "table.csv"
+    md_path.write_text(table_markdown(spec, table, footer))
+    csv_path.write_text(table_csv(table))
     return md_path, csv_path
+
+
+def table_sources(spec: TableSpec, extra: list[str]) -> list[str]:
+    """The files the table's runs load: every row's configs and code, the spec, and this tool."""
+    files = set(import_closure([Path(__file__)])) | ({spec.path} if spec.path else set())
+    for row in spec.rows:
+        files |= run_sources([*spec.overrides, *row.overrides, *[o for o in extra if not o.startswith("hydra")]])
+    return relative(files)
+
+
+def _earlier_publish(directory: Path) -> dict[str, Any] | None:
+    """What an earlier ``--publish`` of this table recorded (kept when a later one only re-collects)."""
+    path = directory / "provenance.json"
+    if not path.is_file():
+        return None
+    old = json.loads(path.read_text())
+    earlier = old.get("earlier_publish") if old.get("collected_only") else None
+    return earlier or {k: old.get(k) for k in ("command", "commit", "date", "wall_seconds", "runs_seconds")}
+
+
+def publish(
+    spec: TableSpec,
+    table: list[list[Cell]],
+    out: Path,
+    argv: list[str],
+    seconds: float,
+    extra: list[str],
+    results_root: Path = REPO_ROOT / "experiments" / "results",
+    started: dict[str, Any] | None = None,
+    present_before: int = 0,
+) -> Path:
+    """Write ``experiments/results/<name>/``: table.md, table.csv, figures.json, provenance.json.
+
+    The provenance says how many cells this invocation ran and how many it found from earlier runs, and
+    the seconds the runs themselves took (from their metrics.json), since a resumed table's wall time
+    covers only what it ran.
+    """
+    run_seconds, reused = 0.0, present_before
+    for row in spec.rows:
+        for seed in spec.seeds_of(row):
+            path = run_dir(out, row, seed) / "metrics.json"
+            if path.is_file():
+                run_seconds += float(json.loads(path.read_text()).get("wall_seconds", 0.0))
+    directory = results_root / spec.name
+    record = provenance(
+        ["rsft-table", *argv],
+        seconds,
+        table_sources(spec, extra),
+        seeds=list(spec.seeds),
+        row_seeds={row.label: row.seeds for row in spec.rows if row.seeds is not None},
+        runs_seconds=round(run_seconds, 1),
+        cells_from_earlier_runs=reused,
+        jobs=spec.jobs,
+        started=started,
+    )
+    record["collected_only"] = reused == sum(len(spec.seeds_of(row)) for row in spec.rows)  # ran nothing
+    earlier = _earlier_publish(directory) if record["collected_only"] else None
+    if earlier:
+        record["earlier_publish"] = earlier
+    if record["collected_only"]:
+        made_by = f" by `{earlier['command']}` ({earlier['wall_seconds']:.0f} s wall)" if earlier else ""
+        footer = f"Collected from earlier runs{made_by}; the runs themselves: {run_seconds:.0f} s of `train()`."
+    else:
+        footer = f"Wall time {seconds:.0f} s ({spec.jobs} job(s) at a time); the runs themselves: {run_seconds:.0f} s"
+        footer += f"; {reused} cell(s) from earlier runs." if reused else "."
+    write_artifact(
+        directory,
+        {"table.md": table_markdown(spec, table, footer), "table.csv": table_csv(table)},
+        table_figures(spec, table),
+        record,
+    )
+    return directory
 
 
 def print_table(spec: TableSpec, table: list[list[Cell]], console: Any) -> None:
@@ -512,6 +739,14 @@ def main(argv: list[str] | None = None) -> int:
         "--wandb", action="store_true", help="also log the table as a W&B Table (offline unless WANDB_MODE is set)"
     )
     parser.add_argument("--jobs", type=int, help="(row, seed) runs at once (default: the spec's jobs, else 1)")
+    parser.add_argument(
+        "--publish",
+        action="store_true",
+        help="also write experiments/results/<name>/ (table, figures, provenance) for the docs to embed",
+    )
+    parser.add_argument(
+        "--results-root", type=Path, default=REPO_ROOT / "experiments" / "results", help=argparse.SUPPRESS
+    )
     args = parser.parse_intermixed_args(argv)
 
     from rich.console import Console
@@ -527,12 +762,16 @@ def main(argv: list[str] | None = None) -> int:
             print(f"rsft-table: error: --seeds must be positive, got {args.seeds}", file=sys.stderr)
             return 2
         spec.seeds = list(range(args.seeds))
+        for row in spec.rows:  # --seeds applies to every row, rows with seeds of their own included
+            row.seeds = None
     if args.jobs is not None:
         if args.jobs <= 0:
             print(f"rsft-table: error: --jobs must be positive, got {args.jobs}", file=sys.stderr)
             return 2
         spec.jobs = args.jobs
     out = args.output_root / spec.name
+    code_at_start = git_state() if args.publish else None
+    present_before = sum(len(spec.seeds_of(row)) - len(missing_seeds(spec, out, row)) for row in spec.rows)
     started = time.perf_counter()
     errors: dict[str, str] = {}
     if not args.collect:
@@ -547,6 +786,21 @@ def main(argv: list[str] | None = None) -> int:
     for label, reason in errors.items():
         console.print(f"[yellow]{label}[/]: missing — {reason}")
     console.print(f"wrote {md_path} and {csv_path}" + ("" if args.collect else f" ({seconds:.0f} s)"))
+    if args.publish:
+        required_missing = sorted(
+            {c.row for cells in table for c in cells if c.verdict == "missing" and c.row not in spec.optional_rows}
+        )
+        if required_missing:
+            console.print(
+                f"[red]not published[/]: rows {required_missing} have missing cells; run them (or mark a row "
+                "`optional: true` in the spec when its data may be absent)"
+            )
+            return 1
+        command = list(argv if argv is not None else sys.argv[1:])
+        published = publish(
+            spec, table, out, command, seconds, args.overrides, args.results_root, code_at_start, present_before
+        )
+        console.print(f"published {published}")
     if args.wandb:
         log_to_wandb(spec, table, out)
     return 0
