@@ -8,6 +8,7 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
+from test_resume import TIMING
 
 from rsft.data import EmptyAcceptedSetError
 from rsft.train import train
@@ -254,9 +255,6 @@ def test_rft_rounds_raise_test_accuracy_above_the_sft_baseline(run_config, tmp_p
     after = [row["val/test_greedy_accuracy"] for row in rows(run)]
     assert before > 0.3, "the SFT model itself is broken"
     assert min(after) >= before + 0.05, (before, after)
-
-
-TIMING = ("wall_seconds", "sampling/seconds", "sampling/proposals_per_s", "sampling/accepted_per_s")
 
 
 def untimed(row: dict) -> dict:

@@ -14,7 +14,14 @@ import pytest
 
 ARGS = ["experiment=density_grid25", "debug=fast", "trainer.max_epochs=5", "eval_before=true", "logger=wandb"]
 # Timings differ between any two runs; everything else must not.
-TIMING = ("wall_seconds", "sampling/seconds", "sampling/proposals_per_s", "sampling/accepted_per_s")
+#: Figures that measure time, so differ between two runs of the same computation.
+TIMING = (
+    "wall_seconds",
+    "sampling/seconds",
+    "sampling/proposals_per_s",
+    "sampling/accepted_per_s",
+    "sampling/round_tokens_per_s",
+)
 
 
 def command(run_dir: Path, *extra: str) -> list[str]:
