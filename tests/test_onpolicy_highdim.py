@@ -12,7 +12,7 @@ import math
 import pytest
 import torch
 
-from benchmarks.onpolicy import marginal_pvalue, on_policy
+from benchmarks.onpolicy import marginal_pvalue
 from rsft.acceptance.density import TemperedDensityRatio
 from rsft.distributions import seeded_global_rng
 from rsft.proposals.base import Proposal
@@ -95,12 +95,14 @@ def test_tempered_rule_climbs_to_beta_one_and_its_beta_one_rounds_are_exact():
 
 
 def test_envelope_is_carried_to_the_next_round_at_the_same_beta():
-    rule, _, near, _ = twisted_setting(max_drop=0.5)
-    rounds = climb(rule, [near] * 4, n=5_000, seed=11)
+    # max_drop = 0: at an unchanged β a round's envelope never starts below the last round's final one
+    # (without the carry each round's pilot chunk would decide alone, about half the time lower).
+    rule, far, _, _ = twisted_setting(max_drop=0.0)
+    rounds = climb(rule, [far] * 8, n=2_000, seed=11)
     same = [(a, b) for a, b in zip(rounds, rounds[1:]) if a["beta"] == b["beta"]]
-    assert same
+    assert len(same) >= 5
     for before, after in same:
-        assert after["log_M"] >= before["log_M"] - 0.5 - 1e-9
+        assert after["log_M"] >= before["log_M"]
 
 
 def test_tempered_rule_settings_name_their_keys():
@@ -113,15 +115,3 @@ def test_tempered_rule_settings_name_their_keys():
         TemperedDensityRatio(target, reference, max_drop=-1.0)
     with pytest.raises(TypeError, match="acceptance.reference"):
         TemperedDensityRatio(target, "wide")
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("experiment", ["onpolicy_twisted", "onpolicy_corners"])
-def test_on_policy_run_reaches_beta_one_with_exact_samples(experiment):
-    """The experiment end to end (a few minutes): β = 1 rounds pass, the first tempered round fails."""
-    target = make_target(**({"name": "twisted_gaussian", "dim": 8} if "twisted" in experiment else {"name": "corners"}))
-    result = on_policy(experiment, target, seed=0, extra=[])
-    assert result["exact_rounds"] >= 2
-    assert result["gof_p"] > ALPHA
-    assert result["tempered_gof_p"] < ALPHA
-    assert math.isfinite(result["rate"])
