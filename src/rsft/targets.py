@@ -98,6 +98,24 @@ def ring8(radius: float = 2.0, std: float = 0.02) -> GaussianMixture:
     return GaussianMixture(means, std, name="ring8")
 
 
+def corners(dim: int = 8, corner_dims: int = 3, separation: float = 5.0, std: float = 1.0) -> GaussianMixture:
+    """2^corner_dims unit Gaussians at the corners (±separation, …) of the first ``corner_dims`` coordinates.
+
+    Well-separated modes in d dimensions (REFERENCES §7): the best fixed N(0, s²I) accepts about
+    K·s^(−d)·exp(−‖μ‖²/2s²) (under 1e-4 at the defaults), while a wide defensive Gaussian (s > std)
+    keeps p/q bounded. Exact marginals: coordinate i < corner_dims is ½N(−sep, std²) + ½N(sep, std²),
+    the others N(0, std²).
+    """
+    if not 1 <= corner_dims <= dim:
+        raise ValueError(f"corners needs 1 ≤ task.target.corner_dims ≤ task.dim, got {corner_dims} and {dim}")
+    if not separation > 0:
+        raise ValueError(f"corners needs task.target.separation > 0, got {separation}")
+    signs = torch.cartesian_prod(*[torch.tensor([-1.0, 1.0])] * corner_dims).reshape(-1, corner_dims)
+    means = torch.zeros(signs.shape[0], dim)
+    means[:, :corner_dims] = separation * signs
+    return GaussianMixture(means, std, name="corners")
+
+
 class Banana(Target):
     """Twisted Gaussian: z ~ N(0, diag(σ₁², 1, …, 1)), x₂ = z₂ + b(z₁² − σ₁²); volume preserving."""
 
@@ -128,6 +146,16 @@ class Banana(Target):
         x = z.clone()
         x[:, 1] = z[:, 1] + self.b * (z[:, 0] ** 2 - self.s1**2)
         return x
+
+
+def twisted_gaussian(dim: int = 8, twist: float = 0.1, scale1: float = 10.0) -> Banana:
+    """Haario, Saksman & Tamminen's (1999) twisted Gaussian f ∘ φ_b, f = N(0, diag(100, 1, …, 1)),
+    φ_b(x) = (x₁, x₂ + b·x₁² − 100·b, x₃, …); b = 0.1 is their "strongly twisted" case (REFERENCES §7).
+
+    The banana with curvature −b: x₂ = z₂ − b(z₁² − 100). φ_b has unit Jacobian, so exact samples map
+    to N(0, diag(100, 1, …, 1)) under φ_b (``Banana._untwist``): one exact marginal per coordinate.
+    """
+    return Banana(dim=dim, curvature=-float(twist), scale1=scale1)
 
 
 class Funnel(Target):
@@ -208,6 +236,8 @@ TARGETS = {
     "grid25": grid25,
     "ring8": ring8,
     "banana": Banana,
+    "twisted_gaussian": twisted_gaussian,
+    "corners": corners,
     "funnel": Funnel,
     "two_moons": TwoMoons,
     "normal": StandardNormal,

@@ -49,6 +49,7 @@ from rsft.run.records import (
 from rsft.run.schema import validate_config
 from rsft.run.wandb import finish_wandb
 from rsft.sampling import SamplerSettings
+from rsft.tasks.plotting import plot_acceptance
 
 log = logging.getLogger("rsft")
 
@@ -247,6 +248,7 @@ def _report(
     write_json(run_dir / "metrics.json", metrics)
     if cfg.get("plot", True):
         plot = task.plot(run_dir / "plots" / "run.png", datamodule.last_accepted, model)
+        _plot_tempered_rounds(run_dir)
         if plot is not None:
             for lg in loggers:
                 if hasattr(lg, "log_image"):
@@ -255,6 +257,16 @@ def _report(
     if record is not None:
         finish_record(run_dir, record)
     _print_summary(metrics, run_dir)
+
+
+def _plot_tempered_rounds(run_dir: Path) -> None:
+    """plots/acceptance.png for a run whose rounds are tempered (a rule that reports ``beta``)."""
+    path = run_dir / "epochs.jsonl"
+    if not path.exists():
+        return
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    if any("sampling/beta" in row for row in rows):
+        plot_acceptance(run_dir / "plots" / "acceptance.png", rows)
 
 
 def _objective(cfg: DictConfig, metrics: dict[str, float]) -> float | None:

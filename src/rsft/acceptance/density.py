@@ -81,19 +81,20 @@ class DensityRatio(ProbabilisticAcceptance):
         self.start()
 
     def to(self, device: torch.device | str) -> DensityRatio:
+        log_M = "auto" if self.fixed_log_M is None else self.fixed_log_M
+        return type(self)(self._moved_target(device), log_M, self.margin, self.on_violation)
+
+    def _moved_target(self, device: torch.device | str) -> Any:
         try:
             if isinstance(self.target, torch.distributions.Distribution):
-                target = move_distribution(self.target, device)
-            elif hasattr(self.target, "to"):
-                target = self.target.to(device)
-            else:
-                target = self.target
+                return move_distribution(self.target, device)
+            if hasattr(self.target, "to"):
+                return self.target.to(device)
+            return self.target
         except NotImplementedError as error:
             if "meta" not in str(error):
                 raise
             raise _meta_target_error() from None
-        log_M = "auto" if self.fixed_log_M is None else self.fixed_log_M
-        return type(self)(target, log_M, self.margin, self.on_violation)
 
     def start(self) -> None:
         self.log_M = self.fixed_log_M
@@ -119,7 +120,7 @@ class DensityRatio(ProbabilisticAcceptance):
                 f"{tuple(x.shape[1:])} each: the target and the proposal disagree on the event shape (check "
                 "task.dim against the proposal's dim)"
             )
-        log_p = self.target.log_prob(x)
+        log_p = self._log_target(x)
         if log_p.is_meta:
             raise _meta_target_error()
         if log_p.shape != log_q.shape:
@@ -148,7 +149,7 @@ class DensityRatio(ProbabilisticAcceptance):
             # everywhere (a small support) says nothing about M: reject it all and wait for the next.
             if chunk_max == -math.inf:
                 return log_ratio
-            self.log_M = chunk_max + math.log(self.margin)
+            self.log_M = self._pilot_log_M(chunk_max)
         elif chunk_max > self.log_M:
             self.violations += int((log_ratio > self.log_M).sum())
             if self.fixed_log_M is None:
@@ -164,6 +165,14 @@ class DensityRatio(ProbabilisticAcceptance):
         if not (math.isfinite(chunk_max) or chunk_max == -math.inf):
             check_finite(f"log acceptance probability of {type(self).__name__}", log_a)
         return log_a
+
+    def _log_target(self, x: torch.Tensor) -> torch.Tensor:
+        """log p(x), up to a constant: what the ratio is taken against (a subclass may temper it)."""
+        return self.target.log_prob(x)
+
+    def _pilot_log_M(self, chunk_max: float) -> float:
+        """The auto envelope from the pilot chunk's largest log-ratio (a subclass may carry one over)."""
+        return chunk_max + math.log(self.margin)
 
     def row_figures(self) -> torch.Tensor | None:
         return self.log_ratio  # None with a fixed envelope: it is never raised, so no verdict is revised
@@ -199,6 +208,124 @@ class DensityRatio(ProbabilisticAcceptance):
             "envelope_raises": self.envelope_raises,
             "max_log_ratio": self.max_log_ratio,
         }
+
+
+class TemperedDensityRatio(DensityRatio):
+    """Rejection sampling of p^β with β rising to 1 as the proposal allows: the self-improving sampler's
+    start where even its defensive proposal accepts almost nothing of p (REFERENCES §7).
+
+    One object lives across the sampling rounds of a run (``to`` moves it in place), so it remembers:
+
+    - β: at the first chunk of every round (call), the largest β in [β of the last round, 1] whose
+      acceptance rate under this round's proposal, estimated on that chunk, is at least ``min_rate``
+      (β never falls). The round then samples p^β exactly (an auto envelope, thinned when raised).
+      Only rounds at β = 1 draw the target itself: the stats carry ``beta`` and ``exact_round``
+      (1.0 or 0.0) so that a reader counts only those. Earlier rounds train the model towards p^β.
+    - M: the round's envelope starts at the larger of the pilot chunk's estimate and the last round's
+      final log M (the largest ratio over all its chunks, × margin) less ``max_drop`` nats, when β is
+      unchanged: one chunk's max no longer decides a round alone, and the rate moves smoothly while
+      the proposal improves. Within a round M only rises, with the exact thinning of DensityRatio,
+      so every sample of a β = 1 round is an exact draw of p under the round's final M.
+    """
+
+    def __init__(
+        self,
+        target: Any,
+        reference: Any,
+        min_beta: float = 0.0,
+        min_rate: float = 0.02,
+        max_drop: float = 1.0,
+        margin: float = AUTO_ENVELOPE_MARGIN,
+        beta_grid: int = 64,
+    ):
+        if not hasattr(reference, "log_prob"):
+            raise TypeError(
+                f"acceptance.reference must have a log_prob method (e.g. ${{proposal.defensive}}), got "
+                f"{type(reference).__name__}"
+            )
+        if not 0.0 <= min_beta <= 1.0:
+            raise ValueError(f"acceptance.min_beta must be in [0, 1], got {min_beta!r}")
+        if not 0.0 < min_rate < 1.0:
+            raise ValueError(f"acceptance.min_rate must be in (0, 1) (the rate a new β must keep), got {min_rate!r}")
+        if not (math.isfinite(max_drop) and max_drop >= 0.0):
+            raise ValueError(
+                f"acceptance.max_drop must be ≥ 0 nats (how far log M may fall per round), got {max_drop!r}"
+            )
+        if beta_grid < 2:
+            raise ValueError(f"acceptance.beta_grid must be at least 2, got {beta_grid!r}")
+        self.reference = reference
+        self.beta = float(min_beta)
+        self.min_rate, self.max_drop, self.beta_grid = float(min_rate), float(max_drop), int(beta_grid)
+        self.carried: tuple[float, float] | None = None  # (β, final log M) of the last round
+        self.pilot_log_M: float | None = None  # this round's envelope after its pilot chunk
+        self.steady = True  # the last round's envelope held (rose by ≤ max_drop nats after its pilot)
+        self.choose_beta = True
+        super().__init__(target, log_M="auto", margin=margin)
+
+    def to(self, device: torch.device | str) -> TemperedDensityRatio:
+        # In place: β and M carry over to the next round.
+        self.target = self._moved_target(device)
+        if isinstance(self.reference, torch.distributions.Distribution):
+            self.reference = move_distribution(self.reference, device)
+        return self
+
+    def start(self) -> None:
+        if getattr(self, "log_M", None) is not None:  # a round ended: carry its β and envelope
+            self.carried = (self.beta, self.log_M)
+            # A round whose pilot underestimated M by more than max_drop saw a heavier ratio tail than its
+            # pilot showed: β waits a round (otherwise each round's optimistic pilot raises β again and
+            # the rate collapses under raise after raise).
+            self.steady = self.pilot_log_M is None or self.log_M - self.pilot_log_M <= self.max_drop
+        super().start()
+        self.pilot_log_M = None
+        self.choose_beta = True
+
+    def log_accept_prob(self, batch: Batch) -> torch.Tensor:
+        if self.choose_beta and not self.steady:
+            self.choose_beta = False
+        if self.choose_beta and "log_q" in batch:
+            x = batch["x"]
+            self._raise_beta(self.target.log_prob(x), self.reference.log_prob(x), batch["log_q"])
+        return super().log_accept_prob(batch)
+
+    @torch.no_grad()
+    def _raise_beta(self, log_p: torch.Tensor, log_r: torch.Tensor, log_q: torch.Tensor) -> None:
+        """β for this round, from the pilot chunk: the largest β' ≥ β whose estimated rate ≥ min_rate."""
+        log_p, log_r, log_q = log_p.double(), log_r.double(), log_q.double()
+        finite = torch.isfinite(log_p) & torch.isfinite(log_r) & torch.isfinite(log_q)
+        if not bool(finite.any()):
+            return  # nothing to judge on (zero density everywhere): try again at the next chunk
+        self.choose_beta = False
+        log_p, log_r, log_q = log_p[finite], log_r[finite], log_q[finite]
+        n = log_p.numel() + int((~finite).sum())  # the rows of zero density count as rejected
+        betas = torch.logspace(math.log10(max(self.beta, 1e-4)), 0.0, self.beta_grid, dtype=torch.float64)
+        if self.beta == 0.0:
+            betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
+        ratio = betas[:, None] * (log_p - log_r)[None, :] + (log_r - log_q)[None, :]
+        # Under an envelope at the chunk's max ratio × margin, the chunk's mean acceptance probability.
+        rate = torch.logsumexp(ratio - ratio.max(dim=1, keepdim=True).values, dim=1).exp() / (n * self.margin)
+        ok = (rate >= self.min_rate).nonzero()
+        if ok.numel():
+            self.beta = max(self.beta, float(betas[int(ok[-1])]))
+        if self.beta > 1.0 - 1e-9:
+            self.beta = 1.0
+
+    def _log_target(self, x: torch.Tensor) -> torch.Tensor:
+        log_p = self.target.log_prob(x)
+        if self.beta == 1.0:
+            return log_p
+        log_r = self.reference.log_prob(x)
+        return log_r if self.beta == 0.0 else self.beta * log_p + (1.0 - self.beta) * log_r
+
+    def _pilot_log_M(self, chunk_max: float) -> float:
+        estimate = super()._pilot_log_M(chunk_max)
+        if self.carried is not None and self.carried[0] == self.beta:
+            estimate = max(estimate, self.carried[1] - self.max_drop)
+        self.pilot_log_M = estimate
+        return estimate
+
+    def stats(self) -> dict[str, float]:
+        return {**super().stats(), "beta": self.beta, "exact_round": float(self.beta == 1.0)}
 
 
 def _meta_target_error() -> ValueError:

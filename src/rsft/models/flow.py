@@ -29,6 +29,7 @@ class FlowModel(FineTunedModel):
         kind: str = "nsf",
         transforms: int = 4,
         hidden: tuple[int, ...] = (64, 64),
+        bins: int = 8,
         scale: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -43,10 +44,15 @@ class FlowModel(FineTunedModel):
             raise ValueError(f"model.dim must be positive, got {dim}")
         if not scale > 0:
             raise ValueError(f"model.scale must be positive, got {scale}")
+        if bins < 2:
+            raise ValueError(f"model.net.bins must be at least 2 (spline bins per coordinate, nsf only), got {bins}")
         self.save_hyperparameters()
         self.dim = int(dim)
         self.scale = float(scale)
-        self.flow = FLOWS[kind](features=self.dim, transforms=transforms, hidden_features=list(hidden))
+        # Spline bins (nsf only): a sharp multi-modal target needs enough knots per coordinate to
+        # separate its modes (8 bins over the spline's [-5, 5] smear the 25-grid's 5 modes per axis).
+        extra = {"bins": int(bins)} if kind == "nsf" else {}
+        self.flow = FLOWS[kind](features=self.dim, transforms=transforms, hidden_features=list(hidden), **extra)
         self.eval_samples = int(eval_samples)
         self.eval_seed = int(eval_seed)
         self.val_nll = MeanMetric()

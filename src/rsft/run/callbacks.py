@@ -50,6 +50,8 @@ class SamplingStatsLogger(pl.Callback):
         "envelope_violations",
         "envelope_raises",
         "thinned",
+        "beta",  # tempered rules (TemperedDensityRatio): the round's β, and whether it drew p itself
+        "exact_round",
     )
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
@@ -72,6 +74,10 @@ class SamplingStatsLogger(pl.Callback):
                 if math.isfinite(stats.get("log_M", math.nan))
                 else ""
             )
+            if "beta" in stats:  # a tempered round: only β = 1 rounds are exact samples of the target
+                envelope += f", beta {stats['beta']:.3g}" + (
+                    "" if stats["beta"] == 1.0 else " (tempered, not exact for p)"
+                )
             if stats.get("thinned", 0) > 0:  # rows dropped when an estimated envelope was raised (exactness)
                 envelope += f", {int(stats['thinned'])} thinned after envelope raises"
             # Language-model rounds also report their generation speed.

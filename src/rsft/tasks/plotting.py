@@ -87,3 +87,48 @@ def plot_sectors_run(path: Path, task: Any, accepted: Batch | None, model: Any) 
     fig.savefig(path, dpi=90)
     plt.close(fig)
     return path
+
+
+def plot_acceptance(path: Path, rows: list[dict[str, Any]]) -> Path | None:
+    """Acceptance rate per sampling round (log scale), with β for tempered rounds (``epochs.jsonl`` rows).
+
+    Rounds at β < 1 sample the tempered target, not p: they are drawn hollow, β = 1 rounds filled.
+    """
+    rounds = [r for r in rows if "sampling/acceptance_rate" in r]
+    if not rounds:
+        return None
+    epochs = [int(r["epoch"]) for r in rounds]
+    rates = [float(r["sampling/acceptance_rate"]) for r in rounds]
+    betas = [float(r.get("sampling/beta", 1.0)) for r in rounds]
+    fig, ax = plt.subplots(figsize=(6.5, 4))
+    exact = [b == 1.0 for b in betas]
+    ax.plot(epochs, rates, color="C0", lw=1)
+    ax.scatter(
+        [e for e, x in zip(epochs, exact) if x],
+        [r for r, x in zip(rates, exact) if x],
+        color="C0",
+        label="β = 1 (exact samples of p)",
+        zorder=3,
+    )
+    ax.scatter(
+        [e for e, x in zip(epochs, exact) if not x],
+        [r for r, x in zip(rates, exact) if not x],
+        facecolors="none",
+        edgecolors="C0",
+        label="β < 1 (tempered)",
+        zorder=3,
+    )
+    ax.set_yscale("log")
+    ax.set_xlabel("round (epoch)")
+    ax.set_ylabel("acceptance rate")
+    if any(b != 1.0 for b in betas) or any("sampling/beta" in r for r in rounds):
+        twin = ax.twinx()
+        twin.plot(epochs, betas, color="C1", ls="--", label="β")
+        twin.set_ylim(0, 1.05)
+        twin.set_ylabel("β", color="C1")
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
