@@ -23,7 +23,7 @@ from rsft import DensityRatio, DistributionProposal, rejection_sample
 from rsft.acceptance.base import AcceptAll
 from rsft.acceptance.fairness import Reweighing
 from rsft.acceptance.lm import BestOfN, Boltzmann
-from rsft.models import FlowModel
+from rsft.models.flow import FlowModel
 from rsft.proposals.base import Proposal
 from rsft.proposals.dataset import DatasetProposal
 from rsft.proposals.distribution import isotropic_normal, student_t

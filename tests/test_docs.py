@@ -114,6 +114,7 @@ def test_run_sources_are_the_configs_and_code_a_run_loads():
     assert {"conf/train.yaml", "conf/experiment/credit_german.yaml", "conf/model/logistic.yaml"} <= sources
     assert {"src/rsft/train.py", "src/rsft/sampling.py", "src/rsft/models/tabular.py"} <= sources
     assert "src/rsft/proposals/policy.py" not in sources  # a credit run never loads the LM policy
+    assert "src/rsft/models/flow.py" not in sources  # nor the flow
     assert "src/rsft/acceptance/fairness.py" in sources
 
 

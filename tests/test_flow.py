@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from rsft.models import FlowModel
+from rsft.models.flow import FlowModel
 from rsft.targets import grid25
 from rsft.train import train
 

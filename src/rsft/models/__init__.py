@@ -1,21 +1,6 @@
-"""LightningModules that rsft fine-tunes on accepted sets."""
+"""LightningModules that rsft fine-tunes on accepted sets, one module per ``conf/model/`` option family.
 
-from rsft.models.base import FineTunedModel
-from rsft.models.causal_lm import CausalLM
-from rsft.models.classifier import MLPClassifier
-from rsft.models.flow import FlowModel
-from rsft.models.gan import GANModel
-from rsft.models.tabular import BinaryTabularClassifier, LogisticRegression, MLPTabularClassifier
-from rsft.models.tiny_gpt import TinyGPT
-
-__all__ = [
-    "BinaryTabularClassifier",
-    "CausalLM",
-    "FineTunedModel",
-    "FlowModel",
-    "GANModel",
-    "LogisticRegression",
-    "MLPClassifier",
-    "MLPTabularClassifier",
-    "TinyGPT",
-]
+Nothing is imported here on purpose: a run loads only the model its config names (``_target_:
+rsft.models.<module>.<Class>``), so a credit run never imports the flow or the language models, and
+``rsft-docs stale`` can tell which published figures a change to one model touches.
+"""
