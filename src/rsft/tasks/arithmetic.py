@@ -16,7 +16,6 @@ labels that a verifier can still use, STaR-style) and ``test`` (held out). ``num
 
 from __future__ import annotations
 
-import hashlib
 import random
 import re
 from collections.abc import Callable, Sequence
@@ -25,11 +24,9 @@ from dataclasses import dataclass
 import torch
 
 from rsft.batch import Batch
-from rsft.tasks.base import Task
+from rsft.tasks.problem_pools import ProblemPoolTask, check_counts, path_hash
 
 OPERATORS = "+-*"
-POOLS = ("sft", "answer_only", "test")
-#: Names accepted wherever a set of training problems is chosen (proposal.pool).
 EQUATION = re.compile(r"^(-?\d+)([+\-*])(-?\d+)=(-?\d+)$")
 INT64_MAX = 2**63 - 1
 
@@ -105,11 +102,6 @@ def count_paths(operands: Sequence[int], operators: str) -> int:
     return total
 
 
-def path_hash(path: str) -> int:
-    """A stable signed 64-bit hash of a path (Python's str hash is salted per process)."""
-    return int.from_bytes(hashlib.blake2b(path.encode(), digest_size=8).digest(), "little", signed=True)
-
-
 class ArithmeticVerifier:
     """Final answer correct; with ``check_equations`` also every written equation a valid step.
 
@@ -166,15 +158,11 @@ class ArithmeticVerifier:
         )
 
 
-class ArithmeticTask(Task):
-    """Seeded arithmetic problems in three disjoint pools; scores completions with a verifier.
-
-    Problem ids are global: ``sft`` pool first, then ``answer_only``, then ``test``.
-    """
+class ArithmeticTask(ProblemPoolTask):
+    """Seeded arithmetic problems in three disjoint pools (see :mod:`rsft.tasks.problem_pools`); scores
+    completions with a verifier."""
 
     name = "arithmetic"
-    #: Evaluation splits served by :meth:`validation_sets`, in dataloader order.
-    split_names = ("test", "train")
 
     def __init__(
         self,
@@ -196,16 +184,7 @@ class ArithmeticTask(Task):
             raise ValueError(f"task.digits must be an integer in 1..6, got {digits!r}")
         if not operators or set(operators) - set(OPERATORS):
             raise ValueError(f"task.operators must be a non-empty subset of {OPERATORS!r}, got {operators!r}")
-        for key, value in (
-            ("num_sft", num_sft),
-            ("num_answer_only", num_answer_only),
-            ("num_eval", num_eval),
-            ("num_train_eval", num_train_eval),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"task.{key} must be a non-negative integer, got {value!r}")
-        if num_eval == 0:
-            raise ValueError("task.num_eval must be positive: the held-out test set is how runs are compared")
+        check_counts(num_sft=num_sft, num_answer_only=num_answer_only, num_eval=num_eval, num_train_eval=num_train_eval)
         if not 0.0 <= answer_weight <= 1.0:
             raise ValueError(f"task.answer_weight must be in [0, 1], got {answer_weight}")
         self.num_operands = num_operands
@@ -214,15 +193,8 @@ class ArithmeticTask(Task):
         self.seed = int(seed)
         self.answer_weight = float(answer_weight)
         self.verifier = verifier if verifier is not None else ArithmeticVerifier(check_equations)
-        sizes = {"sft": num_sft, "answer_only": num_answer_only, "test": num_eval}
-        self.problems = self._generate(sum(sizes.values()), with_gold=num_sft)
-        self.pools: dict[str, torch.Tensor] = {}
-        start = 0
-        for pool in POOLS:
-            self.pools[pool] = torch.arange(start, start + sizes[pool])
-            start += sizes[pool]
-        self.pools["both"] = torch.cat([self.pools["sft"], self.pools["answer_only"]])
-        self.num_train_eval = min(num_train_eval, num_sft)
+        self.problems = self._generate(num_sft + num_answer_only + num_eval, with_gold=num_sft)
+        self._set_pools(num_sft, num_answer_only, num_eval, num_train_eval)
 
     # -- problems ------------------------------------------------------------------------
     def _generate(self, total: int, with_gold: int) -> list[Problem]:
@@ -263,26 +235,8 @@ class ArithmeticTask(Task):
             steps.append(equation)
         return ";".join(steps) + f";#{nums[0]}"
 
-    def pool(self, name: str) -> torch.Tensor:
-        """Problem ids of a training pool (``sft``, ``answer_only``, ``both``) or ``test``."""
-        if name not in self.pools:
-            raise ValueError(f"unknown problem pool {name!r}; choose one of {sorted(self.pools)} (proposal.pool)")
-        ids = self.pools[name]
-        if ids.numel() == 0:
-            key = (
-                "task.num_sft"
-                if name == "sft"
-                else "task.num_answer_only"
-                if name == "answer_only"
-                else "task.num_sft / task.num_answer_only"
-            )
-            raise ValueError(f"the {name!r} problem pool is empty; set {key} > 0")
-        return ids
-
     def _problem(self, i: int) -> Problem:
-        if not 0 <= i < len(self.problems):
-            raise IndexError(f"problem id {i} is out of range (the task has {len(self.problems)} problems)")
-        return self.problems[i]
+        return self.problems[self._check_id(i)]
 
     def prompts(self, ids: torch.Tensor | Sequence[int]) -> list[str]:
         return [self._problem(int(i)).prompt for i in ids]
@@ -338,14 +292,3 @@ class ArithmeticTask(Task):
 
     def answers(self, ids: torch.Tensor) -> torch.Tensor:
         return torch.tensor([self._problem(int(i)).answer for i in ids], dtype=torch.long, device=ids.device)
-
-    # -- evaluation ----------------------------------------------------------------------
-    def validation_sets(self, device: torch.device) -> dict[str, Batch]:
-        """``test``: the held-out pool; ``train``: the first ``num_train_eval`` SFT problems (for the gap)."""
-        sets = {"test": self.pools["test"]}
-        if self.num_train_eval > 0:
-            sets["train"] = self.pools["sft"][: self.num_train_eval]
-        return {
-            name: {"prompt_id": ids.to(device), "split": torch.full_like(ids, self.split_names.index(name)).to(device)}
-            for name, ids in sets.items()
-        }

@@ -23,6 +23,14 @@ def _limits(points: torch.Tensor) -> tuple[float, float, float, float]:
     return float(lo[0] - pad[0]), float(hi[0] + pad[0]), float(lo[1] - pad[1]), float(hi[1] + pad[1])
 
 
+def _save(fig: plt.Figure, path: Path) -> Path:
+    fig.tight_layout()
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fig.savefig(path, dpi=90)
+    plt.close(fig)
+    return path
+
+
 @torch.no_grad()
 def plot_density_run(path: Path, target: Any, accepted: Batch | None, model: Any) -> Path:
     """Left: accepted samples; middle: target density; right: model density (first two coordinates)."""
@@ -60,11 +68,7 @@ def plot_density_run(path: Path, target: Any, accepted: Batch | None, model: Any
         ax.set_xlim(x0, x1)
         ax.set_ylim(y0, y1)
         ax.set_aspect("equal", adjustable="box")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 @torch.no_grad()
@@ -82,11 +86,7 @@ def plot_sectors_run(path: Path, task: Any, accepted: Batch | None, model: Any) 
     axes[1].set_title("model's predicted sector")
     for ax in axes:
         ax.set_aspect("equal", adjustable="box")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)
 
 
 def plot_acceptance(path: Path, rows: list[dict[str, Any]]) -> Path | None:
@@ -127,8 +127,4 @@ def plot_acceptance(path: Path, rows: list[dict[str, Any]]) -> Path | None:
         twin.set_ylim(0, 1.05)
         twin.set_ylabel("β", color="C1")
     ax.legend(loc="lower right")
-    fig.tight_layout()
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fig.savefig(path, dpi=90)
-    plt.close(fig)
-    return path
+    return _save(fig, path)

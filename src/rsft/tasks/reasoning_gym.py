@@ -35,11 +35,9 @@ from typing import Any
 import torch
 
 from rsft.batch import Batch
-from rsft.tasks.arithmetic import path_hash
-from rsft.tasks.base import Task
+from rsft.tasks.problem_pools import ProblemPoolTask, check_counts, path_hash
 
 ANSWER_FORMATS = ("last_number", "tag", "full")
-POOLS = ("sft", "answer_only", "test")
 #: Seed offsets of the generator streams (reasoning-gym seeds item i with seed + i, so streams of
 #: nearby seeds would overlap: these keep them ten million items apart).
 STREAM_OFFSETS = {"train": 0, "test": 10_000_000, "few_shot": 20_000_000}
@@ -67,15 +65,11 @@ def extract_answer(completion: str, answer_format: str) -> str | None:
     return text or None
 
 
-class ReasoningGymTask(Task):
-    """Seeded problems of one reasoning-gym dataset in disjoint pools, scored by its ``score_answer``.
-
-    Problem ids are global: ``sft`` pool first, then ``answer_only``, then ``test``.
-    """
+class ReasoningGymTask(ProblemPoolTask):
+    """Seeded problems of one reasoning-gym dataset in disjoint pools (see :mod:`rsft.tasks.problem_pools`),
+    scored by its ``score_answer``."""
 
     name = "reasoning_gym"
-    #: Evaluation splits served by :meth:`validation_sets`, in dataloader order.
-    split_names = ("test", "train")
 
     def __init__(
         self,
@@ -93,17 +87,13 @@ class ReasoningGymTask(Task):
         gold_template: str = "{answer}",
         correct_threshold: float = 1.0,
     ):
-        for key, value in (
-            ("num_sft", num_sft),
-            ("num_answer_only", num_answer_only),
-            ("num_eval", num_eval),
-            ("num_train_eval", num_train_eval),
-            ("few_shot", few_shot),
-        ):
-            if isinstance(value, bool) or not isinstance(value, int) or value < 0:
-                raise ValueError(f"task.{key} must be a non-negative integer, got {value!r}")
-        if num_eval == 0:
-            raise ValueError("task.num_eval must be positive: the held-out test set is how runs are compared")
+        check_counts(
+            num_sft=num_sft,
+            num_answer_only=num_answer_only,
+            num_eval=num_eval,
+            num_train_eval=num_train_eval,
+            few_shot=few_shot,
+        )
         if answer_format not in ANSWER_FORMATS:
             raise ValueError(f"task.answer_format must be one of {ANSWER_FORMATS}, got {answer_format!r}")
         if not 0.0 < correct_threshold <= 1.0:
@@ -143,14 +133,7 @@ class ReasoningGymTask(Task):
         self.examples = self._draw(stream("few_shot"), few_shot, seen, "few_shot")
         train = self._draw(stream("train"), num_sft + num_answer_only, seen, "train")
         self.entries: list[dict[str, Any]] = train + test
-        sizes = {"sft": num_sft, "answer_only": num_answer_only, "test": num_eval}
-        self.pools: dict[str, torch.Tensor] = {}
-        start = 0
-        for pool in POOLS:
-            self.pools[pool] = torch.arange(start, start + sizes[pool])
-            start += sizes[pool]
-        self.pools["both"] = torch.cat([self.pools["sft"], self.pools["answer_only"]])
-        self.num_train_eval = min(num_train_eval, num_sft)
+        self._set_pools(num_sft, num_answer_only, num_eval, num_train_eval)
 
     def _draw(self, dataset: Any, count: int, seen: set[str], kind: str) -> list[dict[str, Any]]:
         """``count`` problems with questions not ``seen`` before, read in order from a seeded stream."""
@@ -176,22 +159,8 @@ class ReasoningGymTask(Task):
         return path_hash(answer.strip())
 
     # -- pools and prompts ------------------------------------------------------------------
-    def pool(self, name: str) -> torch.Tensor:
-        """Problem ids of a training pool (``sft``, ``answer_only``, ``both``) or ``test``."""
-        if name not in self.pools:
-            raise ValueError(f"unknown problem pool {name!r}; choose one of {sorted(self.pools)} (proposal.pool)")
-        ids = self.pools[name]
-        if ids.numel() == 0:
-            key = {"sft": "task.num_sft", "answer_only": "task.num_answer_only"}.get(
-                name, "task.num_sft / task.num_answer_only"
-            )
-            raise ValueError(f"the {name!r} problem pool is empty; set {key} > 0")
-        return ids
-
     def _entry(self, i: int) -> dict[str, Any]:
-        if not 0 <= i < len(self.entries):
-            raise IndexError(f"problem id {i} is out of range (the task has {len(self.entries)} problems)")
-        return self.entries[i]
+        return self.entries[self._check_id(i)]
 
     def _gold(self, entry: dict[str, Any]) -> str:
         return self.gold_template.format(answer=entry["answer"])
@@ -266,14 +235,3 @@ class ReasoningGymTask(Task):
         return torch.tensor(
             [self._answer_id(self._entry(int(i))["answer"]) for i in ids], dtype=torch.long, device=ids.device
         )
-
-    # -- evaluation ----------------------------------------------------------------------
-    def validation_sets(self, device: torch.device) -> dict[str, Batch]:
-        """``test``: the held-out pool; ``train``: the first ``num_train_eval`` ``sft`` problems (for the gap)."""
-        sets = {"test": self.pools["test"]}
-        if self.num_train_eval > 0:
-            sets["train"] = self.pools["sft"][: self.num_train_eval]
-        return {
-            name: {"prompt_id": ids.to(device), "split": torch.full_like(ids, self.split_names.index(name)).to(device)}
-            for name, ids in sets.items()
-        }
