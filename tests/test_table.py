@@ -347,6 +347,8 @@ def test_epoch_metrics_and_paired_differences_by_seed(tmp_path):
     figures = table_mod.table_figures(spec, uneven)
     assert figures["paired :: better − base :: test/acc :: min"] == pytest.approx(-0.1)
     assert figures["paired :: better − base :: test/acc :: max"] == pytest.approx(0.2)
+    assert figures["better :: test/acc :: min"] == pytest.approx(0.4)
+    assert figures["better :: test/acc :: max"] == pytest.approx(0.7)
     assert "(n=3; -0.1000 … +0.2000)" in table_mod.table_markdown(spec, uneven)
     with pytest.raises(TableSpecError, match="paired.baseline='nope' must be a row label"):
         parse_spec({**spec_dict, "paired": {"baseline": "nope", "metrics": ["test/acc"]}}, "toy")

@@ -607,6 +607,8 @@ def table_figures(spec: TableSpec, table: list[list[Cell]]) -> dict[str, Any]:
         figures[f"{key} :: mean"] = c.mean if c.values else None
         figures[f"{key} :: std"] = c.std if c.n > 1 else None
         figures[f"{key} :: n"] = c.n
+        figures[f"{key} :: min"] = min(c.values) if c.values else None  # the lowest and highest seed
+        figures[f"{key} :: max"] = max(c.values) if c.values else None
         figures[f"{key} :: verdict"] = c.verdict
     for group, label, metric, diffs in paired_differences(spec, table):
         diff = Cell(label, metric, diffs, None)
