@@ -150,3 +150,17 @@ def test_tempered_rule_settings_name_their_keys():
         TemperedDensityRatio(target, reference, max_drop=-1.0)
     with pytest.raises(TypeError, match="acceptance.reference"):
         TemperedDensityRatio(target, "wide")
+
+
+def test_benchmark_figures_survive_a_fixed_gaussian_that_accepts_nothing():
+    # The twisted Gaussian's best fixed Gaussian accepts 0 of 4e6 proposals: its accepted/s is 0, and the
+    # on-policy speed-up has no finite value (reported as such, not a ZeroDivisionError after the run).
+    from benchmarks.onpolicy import figures, speedup
+
+    row = {
+        "fixed": {"rate_bound": 2.6e-76, "accepted_per_s": 0.0, "accepted": 0},
+        "on_policy": {"rate": 0.06, "accepted_per_s": 900.0},
+    }
+    out = figures({"wall_seconds": 1.0, "targets": {"twisted": row}})
+    assert out["twisted :: accepted_per_s_ratio"] is None and out["twisted :: rate_ratio"] > 1e70
+    assert speedup(900.0, 0.0) == "the fixed Gaussian accepted none" and speedup(900.0, 30.0) == "30×"
