@@ -189,7 +189,7 @@ def run(args: argparse.Namespace) -> dict:
         if "rate" in o:
             print(
                 f"  on-policy at β = 1 (last round): rate {o['rate']:.3g} ({o['rate'] / f['rate_bound']:.3g}× the "
-                f"fixed), {o['accepted_per_s']:.3g} accepted/s ({o['accepted_per_s'] / f['accepted_per_s']:.3g}×); "
+                f"fixed), {o['accepted_per_s']:.3g} accepted/s ({speedup(o['accepted_per_s'], f['accepted_per_s'])}); "
                 f"{o['exact_samples']:,} exact samples in {o['exact_rounds']} rounds, "
                 f"{o['end_to_end_accepted_per_s']:.3g}/s end to end (training and tempered rounds included), "
                 f"wall {o['wall_seconds']:.0f} s"
@@ -207,6 +207,10 @@ def run(args: argparse.Namespace) -> dict:
     return results
 
 
+def speedup(on_policy: float, fixed: float) -> str:
+    return f"{on_policy / fixed:.3g}×" if fixed > 0 else "the fixed Gaussian accepted none"
+
+
 def figures(results: dict) -> dict:
     out: dict = {"wall_seconds": results["wall_seconds"]}
     for name, row in results["targets"].items():
@@ -217,7 +221,10 @@ def figures(results: dict) -> dict:
         onp, fixed = row["on_policy"], row["fixed"]
         if "rate" in onp:
             out[f"{name} :: rate_ratio"] = onp["rate"] / fixed["rate_bound"]
-            out[f"{name} :: accepted_per_s_ratio"] = onp["accepted_per_s"] / fixed["accepted_per_s"]
+            # None when the fixed Gaussian accepted nothing in its timed run: no finite ratio to report
+            out[f"{name} :: accepted_per_s_ratio"] = (
+                onp["accepted_per_s"] / fixed["accepted_per_s"] if fixed["accepted_per_s"] > 0 else None
+            )
     return out
 
 

@@ -194,6 +194,28 @@ def test_benchmarks_publish_the_printed_report_with_figures_and_provenance(tmp_p
     assert "benchmarks/suite.py" in record["sources"] and "src/rsft/sampling.py" in record["sources"]
 
 
+def test_lm_sampling_benchmark_publishes_its_report_with_figures_and_provenance(tmp_path, capsys):
+    import torch
+
+    from benchmarks import lm_sampling
+
+    threads = torch.get_num_threads()
+    try:
+        args = ["--threads", "1", "--batch-sizes", "1", "3", "--new-tokens", "4", "--repeats", "1", "--publish", "toy"]
+        lm_sampling.main(args, results_root=tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    printed = capsys.readouterr().out
+    report = (tmp_path / "toy" / "report.md").read_text()
+    assert printed.split("published")[0].strip() in report and "torch threads=1" in report
+    figures = json.loads((tmp_path / "toy" / FIGURES).read_text())
+    assert figures["batch 3 :: cache_tokens_per_s"] > 0 and figures["batch 1 :: ratio"] > 0
+    assert "batch 4 :: ratio" not in figures
+    record = read_provenance(tmp_path / "toy")
+    assert record["command"].startswith("python -m benchmarks.lm_sampling --threads 1")
+    assert "src/rsft/models/tiny_gpt.py" in record["sources"]
+
+
 def test_the_committed_examples_spec_parses():
     examples = docs.load_examples(docs.REPO_ROOT / docs.EXAMPLES)
     assert {e.name for e in examples} >= {"default", "density_onpolicy"}

@@ -105,8 +105,43 @@ def test_envelope_is_carried_to_the_next_round_at_the_same_beta():
         assert after["log_M"] >= before["log_M"]
 
 
+def test_clipped_tempered_rounds_then_exact_rounds_once_the_exact_rate_allows():
+    # tempered_quantile: a β < 1 round judges against a fixed envelope at the pilot's 0.99-quantile (about
+    # 1 % of its candidates clipped, nothing raised or thinned); exact_min_rate: β jumps to 1 as soon as the
+    # last round's candidates show p an exact rate ≥ 1 %, and those rounds are exact again.
+    rule, far, near, target = twisted_setting(tempered_quantile=0.99, exact_min_rate=0.01)
+    rounds = climb(rule, [far, near, near, near], n=20_000, seed=5)
+    first = rounds[0]
+    assert first["beta"] < 1.0 and first["envelope_raises"] == 0 and first["envelope_violations"] == 0
+    share = first["clipped"] / first["proposals"]
+    assert 0.002 < share < 0.05  # ~1 %: the pilot's quantile, applied to the whole round
+    betas = [r["beta"] for r in rounds]
+    assert betas[-1] == 1.0 and betas.index(1.0) <= 2
+    exact_rounds = [r for r in rounds if r["beta"] == 1.0]
+    assert all(r["clipped"] == 0 for r in exact_rounds)  # β = 1 is never clipped
+    exact = torch.cat([r["x"] for r in exact_rounds])
+    assert marginal_pvalue(target, exact) > ALPHA
+    assert marginal_pvalue(target, first["x"]) < ALPHA  # power: the clipped tempered round is not p
+
+
+def test_exact_min_rate_lets_beta_jump_where_min_rate_never_would():
+    # min_rate = 0.9 is never met by the β grid, so without exact_min_rate β stays where it is; with it, a
+    # round of the good proposal shows an exact rate ≈ 0.4 (p/q ≤ 2) and the next round is at β = 1.
+    stuck, _, near, _ = twisted_setting()
+    stuck.min_rate = 0.9
+    jumping, _, _, _ = twisted_setting(exact_min_rate=0.05)
+    jumping.min_rate = 0.9
+    assert [r["beta"] for r in climb(stuck, [near, near], n=2_000, seed=1)][-1] < 1.0
+    rounds = climb(jumping, [near, near], n=2_000, seed=1)
+    assert rounds[0]["beta"] < 1.0 and rounds[1]["beta"] == 1.0 and rounds[1]["exact_rate_estimate"] > 0.2
+
+
 def test_tempered_rule_settings_name_their_keys():
     target, reference = twisted_gaussian(dim=2), isotropic_normal(2, 4.0)
+    with pytest.raises(ValueError, match="acceptance.tempered_quantile must be in"):
+        TemperedDensityRatio(target, reference, tempered_quantile=1.0)
+    with pytest.raises(ValueError, match="acceptance.exact_min_rate must be in"):
+        TemperedDensityRatio(target, reference, exact_min_rate=0.0)
     with pytest.raises(ValueError, match="acceptance.min_rate"):
         TemperedDensityRatio(target, reference, min_rate=0.0)
     with pytest.raises(ValueError, match="acceptance.min_beta"):
@@ -115,3 +150,17 @@ def test_tempered_rule_settings_name_their_keys():
         TemperedDensityRatio(target, reference, max_drop=-1.0)
     with pytest.raises(TypeError, match="acceptance.reference"):
         TemperedDensityRatio(target, "wide")
+
+
+def test_benchmark_figures_survive_a_fixed_gaussian_that_accepts_nothing():
+    # The twisted Gaussian's best fixed Gaussian accepts 0 of 4e6 proposals: its accepted/s is 0, and the
+    # on-policy speed-up has no finite value (reported as such, not a ZeroDivisionError after the run).
+    from benchmarks.onpolicy import figures, speedup
+
+    row = {
+        "fixed": {"rate_bound": 2.6e-76, "accepted_per_s": 0.0, "accepted": 0},
+        "on_policy": {"rate": 0.06, "accepted_per_s": 900.0},
+    }
+    out = figures({"wall_seconds": 1.0, "targets": {"twisted": row}})
+    assert out["twisted :: accepted_per_s_ratio"] is None and out["twisted :: rate_ratio"] > 1e70
+    assert speedup(900.0, 0.0) == "the fixed Gaussian accepted none" and speedup(900.0, 30.0) == "30×"

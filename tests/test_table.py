@@ -13,6 +13,7 @@ import yaml
 from rsft.run.config import REPO_ROOT
 from rsft.tools import table as table_mod
 from rsft.tools.table import (
+    Cell,
     TableSpecError,
     collect,
     failure_reason,
@@ -331,7 +332,24 @@ def test_epoch_metrics_and_paired_differences_by_seed(tmp_path):
     figures = table_mod.table_figures(spec, table)
     assert figures["paired :: better − base :: test/acc :: mean"] == pytest.approx(0.1)
     assert figures["paired :: better − base :: test/acc :: n"] == 2
-    assert "| better | +0.1000 ± 0.0000 (n=2) | +0.1000 ± 0.0000 (n=2) |" in table_mod.table_markdown(spec, table)
+    assert figures["paired :: better − base :: test/acc :: min"] == pytest.approx(0.1)
+    markdown = table_mod.table_markdown(spec, table)
+    assert (
+        "| better | +0.1000 ± 0.0000 (n=2; +0.1000 … +0.1000) | +0.1000 ± 0.0000 (n=2; +0.1000 … +0.1000) |" in markdown
+    )
+    assert "No cell has a reference value, so none is judged; 0 missing." in markdown
+
+    # the lowest and highest differences are those of single seeds (the worst seed decides "in every seed")
+    def cell(row: str, values: list[float]) -> Cell:
+        return Cell(row, "test/acc", values, None, by_seed=dict(enumerate(values)))
+
+    uneven = [[cell("base", [0.5, 0.5, 0.5]), *table[0][1:]], [cell("better", [0.7, 0.4, 0.6]), *table[1][1:]]]
+    figures = table_mod.table_figures(spec, uneven)
+    assert figures["paired :: better − base :: test/acc :: min"] == pytest.approx(-0.1)
+    assert figures["paired :: better − base :: test/acc :: max"] == pytest.approx(0.2)
+    assert figures["better :: test/acc :: min"] == pytest.approx(0.4)
+    assert figures["better :: test/acc :: max"] == pytest.approx(0.7)
+    assert "(n=3; -0.1000 … +0.2000)" in table_mod.table_markdown(spec, uneven)
     with pytest.raises(TableSpecError, match="paired.baseline='nope' must be a row label"):
         parse_spec({**spec_dict, "paired": {"baseline": "nope", "metrics": ["test/acc"]}}, "toy")
     # several groups, each with its own rows

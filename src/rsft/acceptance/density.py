@@ -226,6 +226,17 @@ class TemperedDensityRatio(DensityRatio):
       unchanged: one chunk's max no longer decides a round alone, and the rate moves smoothly while
       the proposal improves. Within a round M only rises, with the exact thinning of DensityRatio,
       so every sample of a β = 1 round is an exact draw of p under the round's final M.
+
+    Two options make the climb faster where the exact tempered rounds stall (REFERENCES §7):
+
+    - ``tempered_quantile`` (e.g. 0.99): a β < 1 round uses a *clipped* envelope, the pilot chunk's
+      ``tempered_quantile``-quantile of the tempered ratio, fixed for the round: the ~1 % of candidates above
+      it are accepted with probability 1 (counted as ``clipped``, not raised and thinned). Those rounds are
+      approximate draws of π_β, which is all they are for: training the model towards p. β is chosen with
+      the same clipped envelope. β = 1 rounds keep the exact auto envelope.
+    - ``exact_min_rate`` (e.g. 0.002): β jumps to 1 as soon as the previous round's candidates (all of
+      them, not one chunk) show an exact acceptance rate of p, mean(p/q) / (max(p/q) × margin), of at
+      least this much; without it β rises only as far as ``min_rate`` allows.
     """
 
     def __init__(
@@ -237,6 +248,8 @@ class TemperedDensityRatio(DensityRatio):
         max_drop: float = 1.0,
         margin: float = AUTO_ENVELOPE_MARGIN,
         beta_grid: int = 64,
+        tempered_quantile: float | None = None,
+        exact_min_rate: float | None = None,
     ):
         if not hasattr(reference, "log_prob"):
             raise TypeError(
@@ -253,6 +266,22 @@ class TemperedDensityRatio(DensityRatio):
             )
         if beta_grid < 2:
             raise ValueError(f"acceptance.beta_grid must be at least 2, got {beta_grid!r}")
+        if tempered_quantile is not None and not 0.5 <= tempered_quantile < 1.0:
+            raise ValueError(
+                "acceptance.tempered_quantile must be in [0.5, 1) (the share of a tempered round's ratios under "
+                f"its clipped envelope, e.g. 0.99) or null (exact tempered rounds), got {tempered_quantile!r}"
+            )
+        if exact_min_rate is not None and not 0.0 < exact_min_rate < 1.0:
+            raise ValueError(
+                "acceptance.exact_min_rate must be in (0, 1) (the estimated exact rate at which β jumps to 1) or "
+                f"null, got {exact_min_rate!r}"
+            )
+        self.tempered_quantile = tempered_quantile
+        self.exact_min_rate = exact_min_rate
+        self.clipped = False  # this round's envelope is a fixed clipped one (tempered_quantile, β < 1)
+        # (logsumexp, max, count) of log p − log q over a round's candidates: the exact rate's estimate
+        self.exact_ratio = (-math.inf, -math.inf, 0)
+        self.last_exact_ratio: tuple[float, float, int] | None = None
         self.reference = reference
         self.beta = float(min_beta)
         self.min_rate, self.max_drop, self.beta_grid = float(min_rate), float(max_drop), int(beta_grid)
@@ -270,6 +299,11 @@ class TemperedDensityRatio(DensityRatio):
         return self
 
     def start(self) -> None:
+        if getattr(self, "exact_ratio", (0, 0, 0))[2]:
+            self.last_exact_ratio = self.exact_ratio
+        self.exact_ratio = (-math.inf, -math.inf, 0)
+        if getattr(self, "clipped", False):  # a clipped envelope is not an estimate of M: nothing to carry
+            self.clipped, self.fixed_log_M, self.log_M, self.carried = False, None, None, None
         if getattr(self, "log_M", None) is not None:  # a round ended: carry its β and envelope
             self.carried = (self.beta, self.log_M)
             # A round whose pilot underestimated M by more than max_drop saw a heavier ratio tail than its
@@ -286,7 +320,35 @@ class TemperedDensityRatio(DensityRatio):
         if self.choose_beta and "log_q" in batch:
             x = batch["x"]
             self._raise_beta(self.target.log_prob(x), self.reference.log_prob(x), batch["log_q"])
-        return super().log_accept_prob(batch)
+            if self.tempered_quantile is not None and self.beta < 1.0 and not self.choose_beta:
+                self._clip_envelope(self._log_target(x).double() - batch["log_q"].double())
+        log_a = super().log_accept_prob(batch)
+        if self.exact_min_rate is not None and "log_q" in batch:
+            self._count_exact_ratio(self._last_log_p.double() - batch["log_q"].double())
+        return log_a
+
+    def _clip_envelope(self, log_ratio: torch.Tensor) -> None:
+        """A β < 1 round's fixed envelope: the pilot chunk's ``tempered_quantile``-quantile of the ratio."""
+        log_ratio = log_ratio[torch.isfinite(log_ratio)]
+        if log_ratio.numel():
+            self.fixed_log_M = self.log_M = float(_quantile(log_ratio[None], self.tempered_quantile)[0])
+            self.clipped = True
+
+    @torch.no_grad()
+    def _count_exact_ratio(self, log_ratio: torch.Tensor) -> None:
+        lse, top, n = self.exact_ratio
+        finite = log_ratio[torch.isfinite(log_ratio)]
+        if finite.numel():
+            chunk_lse, chunk_top = torch.stack([torch.logsumexp(finite, 0), finite.max()]).tolist()
+            lse, top = _log_add(lse, chunk_lse), max(top, chunk_top)
+        self.exact_ratio = (lse, top, n + log_ratio.numel())
+
+    def exact_rate_estimate(self) -> float | None:
+        """The last round's exact rate of p, mean(p/q) / (max(p/q) × margin) over all its candidates."""
+        if self.last_exact_ratio is None or self.last_exact_ratio[1] == -math.inf:
+            return None
+        lse, top, n = self.last_exact_ratio
+        return math.exp(lse - top) / (n * self.margin)
 
     @torch.no_grad()
     def _raise_beta(self, log_p: torch.Tensor, log_r: torch.Tensor, log_q: torch.Tensor) -> None:
@@ -296,14 +358,22 @@ class TemperedDensityRatio(DensityRatio):
         if not bool(finite.any()):
             return  # nothing to judge on (zero density everywhere): try again at the next chunk
         self.choose_beta = False
+        exact_rate = self.exact_rate_estimate() if self.exact_min_rate is not None else None
+        if exact_rate is not None and exact_rate >= self.exact_min_rate:
+            self.beta = 1.0
+            return
         log_p, log_r, log_q = log_p[finite], log_r[finite], log_q[finite]
         n = log_p.numel() + int((~finite).sum())  # the rows of zero density count as rejected
         betas = torch.logspace(math.log10(max(self.beta, 1e-4)), 0.0, self.beta_grid, dtype=torch.float64)
         if self.beta == 0.0:
             betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
         ratio = betas[:, None] * (log_p - log_r)[None, :] + (log_r - log_q)[None, :]
-        # Under an envelope at the chunk's max ratio × margin, the chunk's mean acceptance probability.
-        rate = torch.logsumexp(ratio - ratio.max(dim=1, keepdim=True).values, dim=1).exp() / (n * self.margin)
+        if self.tempered_quantile is None:
+            # Under an envelope at the chunk's max ratio × margin, the chunk's mean acceptance probability.
+            rate = torch.logsumexp(ratio - ratio.max(dim=1, keepdim=True).values, dim=1).exp() / (n * self.margin)
+        else:  # under the clipped envelope the round would use (β = 1 is still judged by it: an estimate)
+            top = _quantile(ratio, self.tempered_quantile)
+            rate = (ratio - top[:, None]).clamp(max=0.0).exp().sum(dim=1) / n
         ok = (rate >= self.min_rate).nonzero()
         if ok.numel():
             self.beta = max(self.beta, float(betas[int(ok[-1])]))
@@ -311,7 +381,7 @@ class TemperedDensityRatio(DensityRatio):
             self.beta = 1.0
 
     def _log_target(self, x: torch.Tensor) -> torch.Tensor:
-        log_p = self.target.log_prob(x)
+        log_p = self._last_log_p = self.target.log_prob(x)
         if self.beta == 1.0:
             return log_p
         log_r = self.reference.log_prob(x)
@@ -324,8 +394,34 @@ class TemperedDensityRatio(DensityRatio):
         self.pilot_log_M = estimate
         return estimate
 
+    def finish(self) -> None:
+        if self.clipped:  # the clipped rows are the design of the round, not a too-small envelope
+            self.log_ratio = None
+            return
+        super().finish()
+
     def stats(self) -> dict[str, float]:
-        return {**super().stats(), "beta": self.beta, "exact_round": float(self.beta == 1.0)}
+        stats = {**super().stats(), "beta": self.beta, "exact_round": float(self.beta == 1.0)}
+        if self.tempered_quantile is not None:
+            stats["clipped"] = self.violations if self.clipped else 0
+            if self.clipped:
+                stats["envelope_violations"] = 0
+        if self.exact_min_rate is not None:
+            estimate = self.exact_rate_estimate()
+            stats["exact_rate_estimate"] = math.nan if estimate is None else estimate
+        return stats
+
+
+def _quantile(rows: torch.Tensor, q: float) -> torch.Tensor:
+    """The q-quantile of each row (the lower order statistic: torch.quantile refuses inputs over 2^24 values)."""
+    k = min(rows.shape[1] - 1, math.ceil(q * (rows.shape[1] - 1)))
+    return rows.sort(dim=1).values[:, k]
+
+
+def _log_add(a: float, b: float) -> float:
+    if a == -math.inf:
+        return b
+    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
 
 
 def _meta_target_error() -> ValueError:

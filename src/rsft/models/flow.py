@@ -60,21 +60,41 @@ class FlowModel(FineTunedModel):
         self._exact: list[torch.Tensor] = []
 
     # -- density and sampling -------------------------------------------------------------
-    def log_prob(self, x: torch.Tensor) -> torch.Tensor:
+    def log_prob(self, x: torch.Tensor, base_scale: float = 1.0) -> torch.Tensor:
+        """log q(x); with ``base_scale`` ≠ 1 that of the *widened* flow (its base distribution's scale × base_scale)."""
         if x.shape[-1] != self.dim:  # otherwise a bare matmul shape error from deep inside the flow
             raise ValueError(
                 f"model.net.dim={self.dim} but the samples are {x.shape[-1]}-D; set model.net.dim to task.dim"
             )
-        return self.flow().log_prob(x / self.scale) - self.dim * math.log(self.scale)
+        return self._flow(base_scale).log_prob(x / self.scale) - self.dim * math.log(self.scale)
 
     @torch.no_grad()
-    def sample_with_log_prob(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def sample_with_log_prob(
+        self, n: int, generator: torch.Generator, base_scale: float = 1.0
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """n samples and their exact log-densities; ``base_scale`` > 1 draws from the widened flow."""
         if n == 0:
             empty = torch.empty((0, self.dim), device=self.device)
             return empty, empty[:, 0]
         with seeded_global_rng(generator):
-            z, log_pz = self.flow().rsample_and_log_prob((n,))
+            z, log_pz = self._flow(base_scale).rsample_and_log_prob((n,))
         return z * self.scale, log_pz - self.dim * math.log(self.scale)
+
+    def _flow(self, base_scale: float) -> zuko.distributions.NormalizingFlow:
+        """The flow's distribution; ``base_scale`` ≠ 1 widens its base N(μ, σ²) to N(μ, (base_scale·σ)²).
+
+        The same transform pushes a wider base forward, so the proposal keeps the learned shape with tails
+        heavier than what was learned: where the flow under-covers the target, p / q stays bounded
+        (``proposal.model_base_scale``). Training and evaluation always use base_scale = 1.
+        """
+        flow = self.flow()
+        if base_scale == 1.0:
+            return flow
+        base = flow.base
+        if not isinstance(base, zuko.distributions.DiagNormal):
+            raise TypeError(f"base_scale needs a flow with a diagonal Gaussian base, not {type(base).__name__}")
+        wide = zuko.distributions.DiagNormal(base.mean, base.stddev * base_scale)
+        return zuko.distributions.NormalizingFlow(flow.transform, wide)
 
     # -- training -------------------------------------------------------------------------
     def training_loss(self, batch: Batch) -> torch.Tensor:

@@ -533,7 +533,10 @@ def table_markdown(spec: TableSpec, table: list[list[Cell]], footer: str = "") -
     inside = sum(c.verdict == "inside" for cells in table for c in cells)
     judged = sum(c.verdict in ("inside", "outside") for cells in table for c in cells)
     missing = sum(c.verdict == "missing" for cells in table for c in cells)
-    md += ["", f"{inside} of {judged} judged cells inside the tolerance (✓ inside, ✗ outside); {missing} missing."]
+    if judged:
+        md += ["", f"{inside} of {judged} judged cells inside the tolerance (✓ inside, ✗ outside); {missing} missing."]
+    else:
+        md += ["", f"No cell has a reference value, so none is judged; {missing} missing."]
     md += paired_markdown(spec, table)
     if footer:
         md += ["", footer]
@@ -549,7 +552,11 @@ def paired_markdown(spec: TableSpec, table: list[list[Cell]]) -> list[str]:
         by_group.setdefault(id(group), {}).setdefault(label, {})[metric] = diffs
     md = []
     for group in spec.paired:
-        md += ["", f"Paired by seed: row minus {group.baseline!r} on the same seeds.", ""]
+        md += [
+            "",
+            f"Paired by seed: row minus {group.baseline!r} on the same seeds (mean ± sd; n; lowest … highest).",
+            "",
+        ]
         md += ["| row | " + " | ".join(labels[k] for k in group.metrics) + " |"]
         md += ["|" + "---|" * (1 + len(group.metrics))]
         for label, diffs in by_group.get(id(group), {}).items():
@@ -559,7 +566,10 @@ def paired_markdown(spec: TableSpec, table: list[list[Cell]]) -> list[str]:
 
 
 def _difference(cell: Cell, digits: int) -> str:
-    return format_cell(cell, digits, signed=True) + (f" (n={cell.n})" if cell.values else "")
+    if not cell.values:
+        return format_cell(cell, digits, signed=True)
+    spread = f"; {min(cell.values):+.{digits}f} … {max(cell.values):+.{digits}f}" if cell.n > 1 else ""
+    return format_cell(cell, digits, signed=True) + f" (n={cell.n}{spread})"
 
 
 def table_csv(table: list[list[Cell]]) -> str:
@@ -597,6 +607,8 @@ def table_figures(spec: TableSpec, table: list[list[Cell]]) -> dict[str, Any]:
         figures[f"{key} :: mean"] = c.mean if c.values else None
         figures[f"{key} :: std"] = c.std if c.n > 1 else None
         figures[f"{key} :: n"] = c.n
+        figures[f"{key} :: min"] = min(c.values) if c.values else None  # the lowest and highest seed
+        figures[f"{key} :: max"] = max(c.values) if c.values else None
         figures[f"{key} :: verdict"] = c.verdict
     for group, label, metric, diffs in paired_differences(spec, table):
         diff = Cell(label, metric, diffs, None)
@@ -605,6 +617,8 @@ def table_figures(spec: TableSpec, table: list[list[Cell]]) -> dict[str, Any]:
         figures[f"{key} :: std"] = diff.std if diff.n > 1 else None
         figures[f"{key} :: sem"] = diff.std / math.sqrt(diff.n) if diff.n > 1 else None  # standard error
         figures[f"{key} :: n"] = diff.n
+        figures[f"{key} :: min"] = min(diffs) if diffs else None  # the worst seed: > 0 means better in every seed
+        figures[f"{key} :: max"] = max(diffs) if diffs else None
     return figures
 
 
