@@ -20,6 +20,7 @@ import os
 import platform
 import sys
 import time
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -97,13 +98,20 @@ def main(argv: list[str] | None = None, results_root: Path = RESULTS_ROOT) -> di
     with torch.no_grad():
         if not args.publish:
             return run(args)
-        printed = io.StringIO()
-        code_at_start = git_state()
-        with contextlib.redirect_stdout(Tee(sys.stdout, printed)):
-            results = run(args)
+        results, printed, started = run_and_capture(run, args)
     command = list(argv if argv is not None else sys.argv[1:])
-    publish(args, results, printed.getvalue(), command, results_root, code_at_start)
+    publish(args, results, printed, command, results_root, started)
     return results
+
+
+def run_and_capture(run_benchmark: Callable[[argparse.Namespace], dict], args: argparse.Namespace) -> tuple:
+    """(results, what the run printed, the code's git state at its start): printing goes on as usual, and the
+    published report is exactly what the console showed."""
+    started = git_state()
+    printed = io.StringIO()
+    with contextlib.redirect_stdout(Tee(sys.stdout, printed)):
+        results = run_benchmark(args)
+    return results, printed.getvalue(), started
 
 
 class Tee(io.TextIOBase):
@@ -156,17 +164,34 @@ def publish(
     if "training" in args.sections:
         for row in results.get("training", []):
             files |= run_sources([f"experiment={row['experiment']}"])
+    command = ["python", "-m", "benchmarks", *argv]
+    title = f"Benchmarks: {args.publish}"
+    directory = results_root / args.publish
+    return publish_report(directory, title, printed, results, figures(results), command, files, started)
+
+
+def publish_report(
+    directory: Path,
+    title: str,
+    printed: str,
+    results: dict,
+    named_figures: dict,
+    command: list[str],
+    sources: set[Path],
+    started: dict | None = None,
+) -> Path:
+    """Write one benchmark's artifact: the report exactly as printed, results.json, figures and provenance
+    (``results`` carries ``wall_seconds`` and the machine's load average at the start and the end)."""
     record = provenance(
-        ["python", "-m", "benchmarks", *argv],
+        command,
         results["wall_seconds"],
-        relative(files),
+        relative(sources),
         load_average=[results["machine"]["load_average"], results["machine"]["load_average_end"]],
         started=started,
     )
-    report = f"# Benchmarks: {args.publish}\n\n```text\n{printed.rstrip()}\n```\n"
-    directory = results_root / args.publish
+    report = f"# {title}\n\n```text\n{printed.rstrip()}\n```\n"
     write_artifact(
-        directory, {"report.md": report, "results.json": json.dumps(results, indent=1) + "\n"}, figures(results), record
+        directory, {"report.md": report, "results.json": json.dumps(results, indent=1) + "\n"}, named_figures, record
     )
     print(f"published {directory}")
     return directory

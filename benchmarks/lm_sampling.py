@@ -12,20 +12,16 @@ kept. The last column is the speed-up of the KV cache.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
-import json
 import sys
 import time
 from pathlib import Path
 
 import torch
 
-from benchmarks.__main__ import RESULTS_ROOT, Tee, machine
+from benchmarks.__main__ import RESULTS_ROOT, machine, publish_report, run_and_capture
 from rsft.models.tiny_gpt import TinyGPT
 from rsft.tasks.arithmetic import ArithmeticTask
-from rsft.tools.provenance import git_state, provenance, write_artifact
-from rsft.tools.sources import import_closure, relative
+from rsft.tools.sources import import_closure
 
 
 def time_generate(
@@ -114,24 +110,13 @@ def main(argv: list[str] | None = None, results_root: Path = RESULTS_ROOT) -> di
     with torch.no_grad():
         if not args.publish:
             return run(args)
-        started = git_state()
-        printed = io.StringIO()
-        with contextlib.redirect_stdout(Tee(sys.stdout, printed)):
-            results = run(args)
+        results, printed, started = run_and_capture(run, args)
     argv = list(argv if argv is not None else sys.argv[1:])
-    record = provenance(
-        ["python", "-m", "benchmarks.lm_sampling", *argv],
-        results["wall_seconds"],
-        relative(import_closure([Path(__file__)])),
-        load_average=[results["machine"]["load_average"], results["machine"]["load_average_end"]],
-        started=started,
-    )
-    report = f"# LM sampling benchmark: {args.publish}\n\n```text\n{printed.getvalue().rstrip()}\n```\n"
+    command = ["python", "-m", "benchmarks.lm_sampling", *argv]
+    title = f"LM sampling benchmark: {args.publish}"
+    sources = import_closure([Path(__file__)])
     directory = results_root / args.publish
-    write_artifact(
-        directory, {"report.md": report, "results.json": json.dumps(results, indent=1) + "\n"}, figures(results), record
-    )
-    print(f"published {directory}")
+    publish_report(directory, title, printed, results, figures(results), command, sources, started)
     return results
 
 

@@ -16,8 +16,6 @@ samples (exact for π_β, β < 1, not for p) must fail the same test.
 from __future__ import annotations
 
 import argparse
-import contextlib
-import io
 import json
 import math
 import sys
@@ -30,14 +28,13 @@ import numpy as np
 import torch
 from scipy import stats
 
-from benchmarks.__main__ import RESULTS_ROOT, Tee, machine
+from benchmarks.__main__ import RESULTS_ROOT, machine, publish_report, run_and_capture
 from rsft.acceptance.density import DensityRatio
 from rsft.proposals.distribution import DistributionProposal, isotropic_normal
 from rsft.run.config import compose
 from rsft.sampling import rejection_sample
 from rsft.targets import Banana, GaussianMixture, make_target
-from rsft.tools.provenance import provenance, write_artifact
-from rsft.tools.sources import import_closure, relative, run_sources
+from rsft.tools.sources import import_closure, run_sources
 from rsft.train import train
 
 #: target -> (experiment, fixed-Gaussian scales to try)
@@ -228,23 +225,15 @@ def figures(results: dict) -> dict:
     return out
 
 
-def publish(name: str, results: dict, printed: str, argv: list[str], results_root: Path) -> Path:
+def publish(
+    name: str, results: dict, printed: str, argv: list[str], results_root: Path, started: dict | None = None
+) -> Path:
     files = import_closure([Path(__file__)])
     for row in results["targets"].values():
         files |= run_sources([f"experiment={row['experiment']}"])
-    record = provenance(
-        ["python", "-m", "benchmarks.onpolicy", *argv],
-        results["wall_seconds"],
-        relative(files),
-        load_average=[results["machine"]["load_average"], results["machine"]["load_average_end"]],
-    )
-    report = f"# On-policy benchmark: {name}\n\n```text\n{printed.rstrip()}\n```\n"
-    directory = results_root / name
-    write_artifact(
-        directory, {"report.md": report, "results.json": json.dumps(results, indent=1) + "\n"}, figures(results), record
-    )
-    print(f"published {directory}")
-    return directory
+    command = ["python", "-m", "benchmarks.onpolicy", *argv]
+    title = f"On-policy benchmark: {name}"
+    return publish_report(results_root / name, title, printed, results, figures(results), command, files, started)
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -264,10 +253,9 @@ def main(argv: list[str] | None = None, results_root: Path = RESULTS_ROOT) -> di
     args = parse_args(argv)
     if not args.publish:
         return run(args)
-    printed = io.StringIO()
-    with contextlib.redirect_stdout(Tee(sys.stdout, printed)):
-        results = run(args)
-    publish(args.publish, results, printed.getvalue(), list(argv if argv is not None else sys.argv[1:]), results_root)
+    results, printed, started = run_and_capture(run, args)
+    argv = list(argv if argv is not None else sys.argv[1:])
+    publish(args.publish, results, printed, argv, results_root, started)
     return results
 
 
