@@ -28,3 +28,14 @@ def run_config(tmp_path):
         return compose_run(list(overrides), run_dir or tmp_path / "run")
 
     return make
+
+
+def byte_bpe_tokenizer(texts: list[str], vocab_size: int, eos: str, pad: str, extra_special: tuple[str, ...] = ()):
+    """A tiny byte-level BPE tokenizer trained on ``texts`` (byte-level: decoding gives back exactly the
+    text), wrapped as a transformers fast tokenizer: what the HF model tests use instead of a download."""
+    tokenizers = pytest.importorskip("tokenizers")
+    transformers = pytest.importorskip("transformers")
+    bpe = tokenizers.ByteLevelBPETokenizer()
+    specials = list(dict.fromkeys([eos, pad, *extra_special]))
+    bpe.train_from_iterator(texts * 20, vocab_size=vocab_size, min_frequency=1, special_tokens=specials)
+    return transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=eos, pad_token=pad)

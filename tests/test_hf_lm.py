@@ -15,6 +15,8 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
+from conftest import byte_bpe_tokenizer  # noqa: E402
+
 from rsft.models.hf_causal_lm import (  # noqa: E402
     HFCausalLM,
     ModelUnavailableError,
@@ -35,15 +37,8 @@ TINY_LLAMA = {
 
 
 def tiny_tokenizer():
-    tokenizers = pytest.importorskip("tokenizers")
-    bpe = tokenizers.ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        ["What is 12 + 30? It is 42.", "State the final answer: 7 - 5 = 2"] * 20,
-        vocab_size=300,
-        min_frequency=1,
-        special_tokens=["<|im_end|>", "<|im_start|>"],
-    )
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|im_end|>")
+    texts = ["What is 12 + 30? It is 42.", "State the final answer: 7 - 5 = 2"]
+    tok = byte_bpe_tokenizer(texts, 300, eos="<|im_end|>", pad="<|im_end|>", extra_special=("<|im_start|>",))
     tok.chat_template = (
         "{% for m in messages %}{{'<|im_start|>' + m['role'] + '\n' + m['content'] + '<|im_end|>\n'}}{% endfor %}"
         "{% if add_generation_prompt %}{{'<|im_start|>assistant\n'}}{% endif %}"

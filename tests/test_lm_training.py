@@ -8,6 +8,7 @@ import warnings
 import pytest
 import pytorch_lightning as pl
 import torch
+from conftest import byte_bpe_tokenizer
 from test_resume import TIMING
 
 from rsft.data import EmptyAcceptedSetError
@@ -148,19 +149,11 @@ def test_hf_causal_lm_random_weights_with_lora_runs_end_to_end(run_config, tmp_p
 
 def test_hf_causal_lm_from_a_local_directory_and_a_missing_one(tmp_path):
     transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
     from rsft.models.hf_causal_lm import HFCausalLM
 
     with pytest.raises(FileNotFoundError, match="model.net.path='/no/such/model' does not exist"):
         HFCausalLM(path="/no/such/model")
-    bpe = tokenizers.ByteLevelBPETokenizer()
-    bpe.train_from_iterator(
-        ["1+2:1+2=3;#3", "3*4-5:3*4=12;12-5=7;#7"] * 20,
-        vocab_size=280,
-        min_frequency=1,
-        special_tokens=["<eos>", "<pad>"],
-    )
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<eos>", pad_token="<pad>")
+    tok = byte_bpe_tokenizer(["1+2:1+2=3;#3", "3*4-5:3*4=12;12-5=7;#7"], 280, eos="<eos>", pad="<pad>")
     config = transformers.GPT2Config(vocab_size=len(tok), n_layer=1, n_head=2, n_embd=16, n_positions=32)
     transformers.GPT2LMHeadModel(config).save_pretrained(tmp_path / "lm")
     tok.save_pretrained(tmp_path / "lm")

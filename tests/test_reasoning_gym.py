@@ -11,6 +11,8 @@ import torch
 
 pytest.importorskip("reasoning_gym")
 
+from conftest import byte_bpe_tokenizer
+
 from rsft.tasks.reasoning_gym import ReasoningGymTask, extract_answer  # noqa: E402
 from rsft.train import train  # noqa: E402
 
@@ -120,19 +122,12 @@ CHATML = (
 
 @pytest.fixture
 def chat_model(tmp_path):
-    transformers = pytest.importorskip("transformers")
-    tokenizers = pytest.importorskip("tokenizers")
+    pytest.importorskip("transformers")
     pytest.importorskip("peft")
     from rsft.models.hf_causal_lm import HFCausalLM
 
-    bpe = tokenizers.ByteLevelBPETokenizer()  # byte-level: decoding gives back exactly the text
-    bpe.train_from_iterator(
-        ["State the final answer to the following arithmetic problem: 45 - 7 = 38", "system user assistant"] * 20,
-        vocab_size=300,
-        min_frequency=1,
-        special_tokens=["<|im_end|>", "<|im_start|>"],
-    )
-    tok = transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token="<|im_end|>", pad_token="<|im_end|>")
+    texts = ["State the final answer to the following arithmetic problem: 45 - 7 = 38", "system user assistant"]
+    tok = byte_bpe_tokenizer(texts, 300, eos="<|im_end|>", pad="<|im_end|>", extra_special=("<|im_start|>",))
     tok.chat_template = CHATML
     tok.save_pretrained(tmp_path / "tok")
     return HFCausalLM(
