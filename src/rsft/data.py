@@ -87,6 +87,8 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         self.last_stats: dict[str, float] = {}
         self.last_accepted: Batch | None = None
         self._val_names: list[str] = []
+        # The acceptance rule's state at the start of the latest round (epoch → state): see sample_round.
+        self._round_start: tuple[int, dict[str, Any]] | None = None
 
     # -- where and who -------------------------------------------------------------------
     @property
@@ -135,6 +137,13 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         if model is not None:
             self.proposal.bind(model)
             self.acceptance.bind(model)
+        # A rule that carries state from round to round (the tempered one: β, the envelope) starts an epoch's
+        # round from the state that epoch's first round started from: Lightning asks for a round again when it
+        # restarts an epoch (and, on resume, first for the checkpoint's finished epoch, then the next).
+        if self._round_start is not None and self._round_start[0] == epoch:
+            self.acceptance.load_state_dict(self._round_start[1])
+        elif self._round_start is None or epoch > self._round_start[0]:
+            self._round_start = (epoch, self.acceptance.state_dict())
         rank, world = self.rank
         # The round's seed is the same on every rank: a proposal that divides fixed items (prompts) between
         # ranks draws one order they all agree on.
@@ -262,8 +271,15 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
     def state_dict(self) -> dict[str, Any]:
         # The sampling streams are a function of (seed, epoch, rank); the epoch is in Lightning's own
         # loop state, so the seed is all the checkpoint needs to continue exactly -- plus what the proposal
-        # keeps across rounds (policy=frozen: the snapshot it samples from).
-        return {"seed": self.seed, "streams": "per-epoch-v1", "proposal": self.proposal.state_dict()}
+        # and the acceptance rule keep across rounds (policy=frozen: the snapshot it samples from; the
+        # tempered rule: β and the carried envelope).
+        return {
+            "seed": self.seed,
+            "streams": "per-epoch-v1",
+            "proposal": self.proposal.state_dict(),
+            # what the latest round left the rule: the state the next epoch's round starts from
+            "acceptance": {"epoch": self.last_stats.get("epoch", -1) + 1, "state": self.acceptance.state_dict()},
+        }
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
         if state.get("seed", self.seed) != self.seed:
@@ -272,6 +288,10 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
                 "resume with the same seed"
             )
         self.proposal.load_state_dict(state.get("proposal", {}))
+        if "acceptance" in state:
+            saved = state["acceptance"]
+            self.acceptance.load_state_dict(saved["state"])
+            self._round_start = (saved["epoch"], saved["state"])
 
 
 def rank_steps(n: int, world: int, batch_size: int, rank: int, generator: torch.Generator) -> list[list[int]]:

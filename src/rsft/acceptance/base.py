@@ -75,6 +75,14 @@ class Acceptance:
         """Rule-specific figures for the last sampling call (flat name → number)."""
         return {}
 
+    def state_dict(self) -> dict[str, Any]:
+        """What the rule carries from one round to the next, for a resumed run to continue exactly
+        (saved in the checkpoint by the data module; most rules carry nothing)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore :meth:`state_dict` (called on resume before the first round)."""
+
     def finish(self) -> None:
         """Called by the engine after the last chunk of a call: warn (or raise) about the call as a whole."""
 

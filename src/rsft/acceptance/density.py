@@ -279,9 +279,12 @@ class TemperedDensityRatio(DensityRatio):
         self.tempered_quantile = tempered_quantile
         self.exact_min_rate = exact_min_rate
         self.clipped = False  # this round's envelope is a fixed clipped one (tempered_quantile, β < 1)
-        # (logsumexp, max, count) of log p − log q over a round's candidates: the exact rate's estimate
-        self.exact_ratio = (-math.inf, -math.inf, 0)
-        self.last_exact_ratio: tuple[float, float, int] | None = None
+        # logsumexp and max of log p − log q over this round's candidates, kept on the device (read once,
+        # when the round ends), and their count: the exact rate's estimate (exact_rate_estimate)
+        self._ratio_lse: torch.Tensor | None = None
+        self._ratio_top: torch.Tensor | None = None
+        self._ratio_count = 0
+        self.last_exact_ratio: tuple[float, float, int] | None = None  # the last round's (lse, max, count)
         self.reference = reference
         self.beta = float(min_beta)
         self.min_rate, self.max_drop, self.beta_grid = float(min_rate), float(max_drop), int(beta_grid)
@@ -289,6 +292,7 @@ class TemperedDensityRatio(DensityRatio):
         self.pilot_log_M: float | None = None  # this round's envelope after its pilot chunk
         self.steady = True  # the last round's envelope held (rose by ≤ max_drop nats after its pilot)
         self.choose_beta = True
+        self.log_M: float | None = None  # no round has ended yet (start() carries only a finished round's M)
         super().__init__(target, log_M="auto", margin=margin)
 
     def to(self, device: torch.device | str) -> TemperedDensityRatio:
@@ -299,12 +303,14 @@ class TemperedDensityRatio(DensityRatio):
         return self
 
     def start(self) -> None:
-        if getattr(self, "exact_ratio", (0, 0, 0))[2]:
-            self.last_exact_ratio = self.exact_ratio
-        self.exact_ratio = (-math.inf, -math.inf, 0)
-        if getattr(self, "clipped", False):  # a clipped envelope is not an estimate of M: nothing to carry
+        if self._ratio_count:  # one host read per round
+            lse, top = torch.stack([self._ratio_lse, self._ratio_top]).tolist()
+            self.last_exact_ratio = (lse, top, self._ratio_count)
+        self._ratio_lse = self._ratio_top = None
+        self._ratio_count = 0
+        if self.clipped:  # a clipped envelope is not an estimate of M: nothing to carry
             self.clipped, self.fixed_log_M, self.log_M, self.carried = False, None, None, None
-        if getattr(self, "log_M", None) is not None:  # a round ended: carry its β and envelope
+        if self.log_M is not None:  # a round ended: carry its β and envelope
             self.carried = (self.beta, self.log_M)
             # A round whose pilot underestimated M by more than max_drop saw a heavier ratio tail than its
             # pilot showed: β waits a round (otherwise each round's optimistic pilot raises β again and
@@ -336,12 +342,16 @@ class TemperedDensityRatio(DensityRatio):
 
     @torch.no_grad()
     def _count_exact_ratio(self, log_ratio: torch.Tensor) -> None:
-        lse, top, n = self.exact_ratio
-        finite = log_ratio[torch.isfinite(log_ratio)]
-        if finite.numel():
-            chunk_lse, chunk_top = torch.stack([torch.logsumexp(finite, 0), finite.max()]).tolist()
-            lse, top = _log_add(lse, chunk_lse), max(top, chunk_top)
-        self.exact_ratio = (lse, top, n + log_ratio.numel())
+        # Non-finite ratios (zero target density) add nothing to the sum; masked, not filtered, so that
+        # nothing here waits for the device.
+        log_ratio = log_ratio.masked_fill(~torch.isfinite(log_ratio), -math.inf)
+        chunk_lse, chunk_top = torch.logsumexp(log_ratio, 0), log_ratio.max()
+        if self._ratio_lse is None:
+            self._ratio_lse, self._ratio_top = chunk_lse, chunk_top
+        else:
+            self._ratio_lse = torch.logaddexp(self._ratio_lse, chunk_lse)
+            self._ratio_top = torch.maximum(self._ratio_top, chunk_top)
+        self._ratio_count += log_ratio.numel()
 
     def exact_rate_estimate(self) -> float | None:
         """The last round's exact rate of p, mean(p/q) / (max(p/q) × margin) over all its candidates."""
@@ -400,6 +410,35 @@ class TemperedDensityRatio(DensityRatio):
             return
         super().finish()
 
+    #: What a round leaves for the next (start() turns it into the next round's β and carried envelope).
+    _CARRIED = ("beta", "log_M", "fixed_log_M", "clipped", "pilot_log_M", "carried", "steady", "last_exact_ratio")
+
+    def state_dict(self) -> dict[str, Any]:
+        state = {name: getattr(self, name) for name in self._CARRIED}
+        running = None
+        if self._ratio_count:
+            running = (*torch.stack([self._ratio_lse, self._ratio_top]).tolist(), self._ratio_count)
+        return {**state, "running_exact_ratio": running}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        if not state:
+            return
+        missing = [name for name in (*self._CARRIED, "running_exact_ratio") if name not in state]
+        if missing:
+            raise ValueError(
+                f"the checkpoint's tempered acceptance state lacks {missing}: it was written by another acceptance "
+                "rule or version; resume with the acceptance settings the run started with"
+            )
+        for name in self._CARRIED:
+            setattr(self, name, state[name])
+        running = state["running_exact_ratio"]
+        self._ratio_lse = self._ratio_top = None
+        self._ratio_count = 0
+        if running is not None:
+            lse, top, self._ratio_count = running
+            self._ratio_lse = torch.tensor(lse, dtype=torch.float64)
+            self._ratio_top = torch.tensor(top, dtype=torch.float64)
+
     def stats(self) -> dict[str, float]:
         stats = {**super().stats(), "beta": self.beta, "exact_round": float(self.beta == 1.0)}
         if self.tempered_quantile is not None:
@@ -416,12 +455,6 @@ def _quantile(rows: torch.Tensor, q: float) -> torch.Tensor:
     """The q-quantile of each row (the lower order statistic: torch.quantile refuses inputs over 2^24 values)."""
     k = min(rows.shape[1] - 1, math.ceil(q * (rows.shape[1] - 1)))
     return rows.sort(dim=1).values[:, k]
-
-
-def _log_add(a: float, b: float) -> float:
-    if a == -math.inf:
-        return b
-    return max(a, b) + math.log1p(math.exp(-abs(a - b)))
 
 
 def _meta_target_error() -> ValueError:
