@@ -71,3 +71,42 @@ def test_gan_rejects_bad_settings():
         GANModel(dim=2, scale=0.0)
     with pytest.raises(TypeError, match="exact samples"):
         TargetSamples(object())
+
+
+def test_r1_penalty_is_half_gamma_times_the_squared_gradient_norm_on_real_data():
+    torch.manual_seed(0)
+    gan = GANModel(dim=2, hidden=(16, 16), scale=2.0)
+    real, fake = torch.randn(64, 2, dtype=torch.float64), torch.randn(64, 2, dtype=torch.float64)
+    gan.double()
+    penalty = gan._discriminator_loss(real, fake, 0.4) - gan._discriminator_loss(real, fake, 0.0)
+    # The gradient of D̃ by central differences, independently of autograd.
+    eps, grads = 1e-6, []
+    for j in range(2):
+        step = torch.zeros(2, dtype=torch.float64)
+        step[j] = eps
+        with torch.no_grad():
+            grads.append((gan.discriminator_logit(real + step) - gan.discriminator_logit(real - step)) / (2 * eps))
+    expected = 0.5 * 0.4 * torch.stack(grads, 1).pow(2).sum(1).mean()
+    assert float(penalty) == pytest.approx(float(expected), rel=1e-6)
+
+
+def test_r1_penalty_shapes_the_adversarial_steps_only():
+    def discriminator_after(r1: float, calibration_fraction: float) -> torch.Tensor:
+        torch.manual_seed(0)
+        gan = GANModel(
+            dim=2, hidden=(16,), scale=2.0, lr=1e-2, calibration_fraction=calibration_fraction, r1_penalty=r1
+        )
+        gan.pretrain(real_draw(), steps=20, batch_size=64, generator=torch.Generator().manual_seed(4))
+        return params(gan.discriminator_net)
+
+    # Only calibration steps (round(20 × 0.999) = 20): the plain cross-entropy, whose optimum DRS reads.
+    assert torch.equal(discriminator_after(0.0, 0.999), discriminator_after(10.0, 0.999))
+    # Adversarial steps: the penalty changes the discriminator.
+    assert not torch.allclose(discriminator_after(0.0, 0.5), discriminator_after(10.0, 0.5))
+
+
+def test_gan_rejects_bad_r1_and_lr_floor():
+    with pytest.raises(ValueError, match="model.net.r1_penalty"):
+        GANModel(dim=2, r1_penalty=-1.0)
+    with pytest.raises(ValueError, match="model.net.lr_floor"):
+        GANModel(dim=2, lr_floor=0.0)

@@ -5,7 +5,8 @@ generator proposes, and a candidate is kept with a probability computed from the
 logit (``acceptance=drs``). What that needs from the model:
 
 - ``pretrain``: the GAN is trained adversarially on real samples (the non-saturating loss of
-  Goodfellow et al., so that the optimal discriminator's logit is log p_data/p_g), then the generator
+  Goodfellow et al., so that the optimal discriminator's logit is log p_data/p_g; optionally with the R1
+  gradient penalty of Mescheder et al. 2018 on the discriminator), then the generator
   is frozen and the discriminator alone is trained further on real vs generated samples for the
   last ``calibration_fraction`` of the pre-training steps (DRS, §3: the discriminator is calibrated after the
   generator is fixed, so its logit estimates the density ratio of *this* generator);
@@ -18,6 +19,7 @@ so ``training_step`` trains nothing (manual optimisation, no optimiser step).
 
 from __future__ import annotations
 
+import math
 from collections.abc import Callable, Sequence
 
 import torch
@@ -51,6 +53,8 @@ class GANModel(FineTunedModel):
         lr: float = 2e-4,
         betas: Sequence[float] = (0.5, 0.999),
         calibration_fraction: float = 0.2,
+        r1_penalty: float = 0.0,
+        lr_floor: float = 0.05,
         eval_samples: int = 2000,
         eval_seed: int = 2024,
     ):
@@ -63,11 +67,19 @@ class GANModel(FineTunedModel):
             raise ValueError(f"model.net.calibration_fraction must be in [0, 1), got {calibration_fraction}")
         if len(betas) != 2 or not all(0 <= b < 1 for b in betas):
             raise ValueError(f"model.net.betas must be two numbers in [0, 1), got {list(betas)}")
+        if not (r1_penalty >= 0.0 and math.isfinite(r1_penalty)):
+            raise ValueError(f"model.net.r1_penalty must be a finite number ≥ 0 (0: no penalty), got {r1_penalty!r}")
+        if not 0.0 < lr_floor <= 1.0:
+            raise ValueError(
+                f"model.net.lr_floor must be in (0, 1] (the cosine schedule's last rate, as a fraction of lr), "
+                f"got {lr_floor!r}"
+            )
         self.save_hyperparameters()
         self.automatic_optimization = False  # the epochs train nothing; pre-training has its own loop
         self.dim, self.latent_dim, self.scale = int(dim), int(latent_dim), float(scale)
         self.betas = (float(betas[0]), float(betas[1]))
         self.calibration_fraction = float(calibration_fraction)
+        self.r1_penalty, self.lr_floor = float(r1_penalty), float(lr_floor)
         self.generator_net = mlp([self.latent_dim, *hidden, self.dim])
         self.discriminator_net = mlp([self.dim, *hidden, 1])
         self.eval_samples, self.eval_seed = int(eval_samples), int(eval_seed)
@@ -89,11 +101,20 @@ class GANModel(FineTunedModel):
         return self.discriminator_net(x / self.scale).squeeze(-1)
 
     # -- pre-training: adversarial, then discriminator calibration ------------------------
-    def _discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor) -> torch.Tensor:
+    def _discriminator_loss(self, real: torch.Tensor, fake: torch.Tensor, r1_penalty: float = 0.0) -> torch.Tensor:
+        """The discriminator's cross-entropy, plus (γ/2)·E_real ||∇ₓ D̃(x)||² when ``r1_penalty`` γ > 0: the
+        penalty keeps D̃ flat on the data, which stops the generator's oscillation between modes and lets a
+        high learning rate sharpen every mode without dropping any (experiments/README.md, drs_table1)."""
+        if r1_penalty:
+            real = real.detach().requires_grad_(True)
         logits_real, logits_fake = self.discriminator_logit(real), self.discriminator_logit(fake)
-        return bce_logits(logits_real, torch.ones_like(logits_real)) + bce_logits(
+        loss = bce_logits(logits_real, torch.ones_like(logits_real)) + bce_logits(
             logits_fake, torch.zeros_like(logits_fake)
         )
+        if r1_penalty:
+            (grad,) = torch.autograd.grad(logits_real.sum(), real, create_graph=True)
+            loss = loss + 0.5 * r1_penalty * grad.pow(2).sum(dim=1).mean()
+        return loss
 
     def pretrain(
         self,
@@ -108,10 +129,11 @@ class GANModel(FineTunedModel):
         ``calibration_fraction`` of them) the discriminator alone with the generator fixed. Returns the
         discriminator loss of every step.
 
-        ``lr_schedule="cosine"`` decays both learning rates to 5 % over the adversarial steps (the
-        calibration steps stay at the final rate): a high rate first spreads the generator over the
+        ``lr_schedule="cosine"`` decays both learning rates to ``lr_floor`` × lr over the adversarial steps
+        (the calibration steps stay at the final rate): a high rate first spreads the generator over the
         modes, the low one at the end sharpens each mode without collapsing onto a few
-        (experiments/README.md, drs_table1)."""
+        (experiments/README.md, drs_table1). ``r1_penalty`` applies to the adversarial steps only: the
+        calibration steps train the plain cross-entropy, whose optimum is the density ratio DRS reads."""
         lr = self.pretrain_lr(steps, batch_size, lr, lr_schedule, ("constant", "cosine"))
         opt_d = torch.optim.Adam(self.discriminator_net.parameters(), lr=lr, betas=self.betas)
         opt_g = torch.optim.Adam(self.generator_net.parameters(), lr=lr, betas=self.betas)
@@ -120,7 +142,9 @@ class GANModel(FineTunedModel):
         adversarial = steps - round(steps * self.calibration_fraction)
         schedules = (
             [
-                torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=max(adversarial - 1, 1), eta_min=lr * 0.05)
+                torch.optim.lr_scheduler.CosineAnnealingLR(
+                    opt, T_max=max(adversarial - 1, 1), eta_min=lr * self.lr_floor
+                )
                 for opt in (opt_d, opt_g)
             ]
             if lr_schedule == "cosine"
@@ -129,7 +153,7 @@ class GANModel(FineTunedModel):
         for step in range(steps):
             real = draw(batch_size, generator)["x"].to(self.device)
             fake = self._generate(batch_size, generator)
-            loss_d = self._discriminator_loss(real, fake.detach())
+            loss_d = self._discriminator_loss(real, fake.detach(), self.r1_penalty if step < adversarial else 0.0)
             opt_d.zero_grad(set_to_none=True)
             loss_d.backward()
             opt_d.step()
