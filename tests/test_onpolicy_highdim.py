@@ -218,3 +218,23 @@ def test_a_resumed_tempered_run_continues_where_it_stopped(run_config, tmp_path)
     full = rows(tmp_path / "full")
     assert len(full) == 4 and full[-1]["sampling/beta"] > full[0]["sampling/beta"]  # β moved: a real check
     assert rows(stopped) == full
+
+
+def test_a_rule_with_round_to_round_state_is_refused_on_several_processes():
+    from types import SimpleNamespace
+
+    from rsft.data import RejectionSamplingDataModule
+    from rsft.tasks.density import DensityTask
+
+    target, reference = twisted_gaussian(8, 0.1), isotropic_student_t(8, 3.0, 4.0)
+    proposal = DistributionProposal(reference)
+    data = RejectionSamplingDataModule(
+        proposal, TemperedDensityRatio(target, reference), DensityTask(target), {"num_accepted": 10}
+    )
+    data.trainer = SimpleNamespace(
+        global_rank=0, world_size=2, current_epoch=0, strategy=SimpleNamespace(root_device=torch.device("cpu"))
+    )
+    with pytest.raises(ValueError, match=r"trainer.devices=1"):
+        data.sample_round(None, 0)
+    data.trainer.world_size = 1  # one process: the same round runs
+    assert data.sample_round(None, 0).batch["x"].shape == (10, 8)

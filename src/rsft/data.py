@@ -140,11 +140,19 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         # A rule that carries state from round to round (the tempered one: β, the envelope) starts an epoch's
         # round from the state that epoch's first round started from: Lightning asks for a round again when it
         # restarts an epoch (and, on resume, first for the checkpoint's finished epoch, then the next).
+        rank, world = self.rank
+        if world > 1 and self.acceptance.state_dict():
+            # Its β and envelope come from each process's own candidates: ranks would choose differently and
+            # pool rows drawn under different rules (tempered ones among "exact" ones).
+            raise ValueError(
+                f"{type(self.acceptance).__name__} carries its choices (β, the envelope) from round to round, made "
+                f"on each process's own candidates, which {world} processes would not share: run it on one process "
+                "(trainer.devices=1), or use an acceptance rule without round-to-round state"
+            )
         if self._round_start is not None and self._round_start[0] == epoch:
             self.acceptance.load_state_dict(self._round_start[1])
         elif self._round_start is None or epoch > self._round_start[0]:
             self._round_start = (epoch, self.acceptance.state_dict())
-        rank, world = self.rank
         # The round's seed is the same on every rank: a proposal that divides fixed items (prompts) between
         # ranks draws one order they all agree on.
         self.proposal.split_round(stream_seed(self.seed, epoch, 0, "round"), rank, world)
