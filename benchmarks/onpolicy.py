@@ -178,6 +178,7 @@ def run(args: argparse.Namespace) -> dict:
             "fixed": fixed,
             "on_policy": onp,  # the first seed's run, in full
             "seeds": {str(seed): seed_summary(run, fixed) for seed, run in per_seed.items()},
+            "rounds_by_seed": {str(seed): run["rounds"] for seed, run in per_seed.items()},
         }
         print(f"\n{name} (experiment={experiment}, d={target.dim})")
         print(
@@ -210,6 +211,8 @@ def run(args: argparse.Namespace) -> dict:
             print(f"  per seed (the lines above are seed {args.seeds[0]}'s):")
             for seed, row in results["targets"][name]["seeds"].items():
                 print("    " + seed_line(seed, row))
+                rounds = results["targets"][name]["rounds_by_seed"][seed]
+                print("      rounds: " + "; ".join(f"β {r['beta']:.3g} rate {r['rate']:.3g}" for r in rounds))
     results["wall_seconds"] = time.perf_counter() - start
     results["machine"]["load_average_end"] = machine()["load_average"]
     print(f"\nwall {results['wall_seconds']:.0f} s")
