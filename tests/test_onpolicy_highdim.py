@@ -172,11 +172,13 @@ def test_benchmark_reports_every_seed_and_the_worst():
     from benchmarks.onpolicy import figures, seed_summary
 
     fixed = {"rate_bound": 1e-5, "accepted_per_s": 50.0}
+    common = {"exact_samples": 9, "exact_accepted_per_s": 1000.0}
     runs = {
-        "0": {"rate": 0.002, "accepted_per_s": 600.0, "first_exact_round": 7, "exact_samples": 9, "gof_p": 0.4},
-        "1": {"rate": 0.004, "accepted_per_s": 900.0, "first_exact_round": 5, "exact_samples": 9, "gof_p": 0.02},
+        "0": {"rate": 0.002, "accepted_per_s": 600.0, "first_exact_round": 7, "gof_p": 0.4, "best_exact_rate": 0.003},
+        "1": {"rate": 0.004, "accepted_per_s": 900.0, "first_exact_round": 5, "gof_p": 0.02, "best_exact_rate": 0.02},
         "2": {},  # never reached β = 1
     }
+    runs = {seed: {**run, **common} if run else run for seed, run in runs.items()}
     seeds = {seed: seed_summary({**run, "wall_seconds": 1.0}, fixed) for seed, run in runs.items()}
     row = {"fixed": fixed, "on_policy": runs["0"], "seeds": seeds}
     out = figures({"wall_seconds": 1.0, "targets": {"corners": row}})
@@ -184,6 +186,8 @@ def test_benchmark_reports_every_seed_and_the_worst():
     assert out["corners :: over seeds :: rate_ratio :: min"] == pytest.approx(200.0)
     assert out["corners :: over seeds :: accepted_per_s_ratio :: min"] == pytest.approx(12.0)
     assert out["corners :: over seeds :: gof_p :: min"] == 0.02
+    assert out["corners :: over seeds :: best_exact_rate_ratio :: min"] == pytest.approx(300.0)
+    assert out["corners :: over seeds :: exact_accepted_per_s_ratio :: min"] == pytest.approx(20.0)
     assert out["corners :: over seeds :: first_exact_round :: max"] == 7
     assert out["corners :: seed 1 :: rate_ratio"] == pytest.approx(400.0)
     assert out["corners :: seed 2 :: reached_beta_one"] == 0
