@@ -8,6 +8,11 @@ Candidates are 1-D N(0, 1) draws kept when x > 4.5 (rate 3.4e-6, so the output s
 rows and only the chunk can make memory grow). Prints one JSON line: the resident set after a warm-up
 call (the interpreter, torch and the allocator's first chunk-sized buffers), the peak over the long
 call, and their difference in MB.
+
+``--threshold 0`` keeps half the candidates instead: a large output (8 bytes a row, ``x`` and ``log_q``),
+whose size ``output_mb`` reports, to measure what the output adds beyond itself:
+
+    python -m benchmarks.memory --proposals 33554432 --chunk-size 65536 --threshold 0   # a 128 MB output
 """
 
 from __future__ import annotations
@@ -46,9 +51,9 @@ def current_rss_mb() -> float:
         return int(handle.read().split()[1]) * resource.getpagesize() / 2**20
 
 
-def measure(proposals: int, chunk_size: int) -> dict:
+def measure(proposals: int, chunk_size: int, threshold: float = 4.5) -> dict:
     proposal = DistributionProposal(D.Normal(0.0, 1.0))
-    acceptance = Region(lambda x: x > 4.5)
+    acceptance = Region(lambda x: x > threshold)
     rejection_sample(proposal, acceptance, num_proposals=2 * chunk_size, chunk_size=chunk_size, seed=1)  # warm-up
     baseline = current_rss_mb()
     reset_peak()
@@ -65,13 +70,24 @@ def measure(proposals: int, chunk_size: int) -> dict:
         "peak_rss_mb": peak,
         "growth_mb": peak - baseline,
         "chunk_mb_per_field": chunk_size * 4 / 2**20,
+        "output_mb": sum(v.numel() * v.element_size() for v in result.batch.values()) / 2**20,
     }
 
 
-def measure_in_subprocess(proposals: int, chunk_size: int, timeout: float = 1800) -> dict:
+def measure_in_subprocess(proposals: int, chunk_size: int, timeout: float = 1800, threshold: float = 4.5) -> dict:
     """The same measurement in a clean interpreter (what the suite reports)."""
     out = subprocess.run(
-        [sys.executable, "-m", "benchmarks.memory", "--proposals", str(proposals), "--chunk-size", str(chunk_size)],
+        [
+            sys.executable,
+            "-m",
+            "benchmarks.memory",
+            "--proposals",
+            str(proposals),
+            "--chunk-size",
+            str(chunk_size),
+            "--threshold",
+            str(threshold),
+        ],
         capture_output=True,
         text=True,
         timeout=timeout,
@@ -84,9 +100,10 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--proposals", type=int, default=100_000_000)
     parser.add_argument("--chunk-size", type=int, default=1_000_000)
+    parser.add_argument("--threshold", type=float, default=4.5, help="keep x > threshold (0: half, a large output)")
     args = parser.parse_args(argv)
     torch.set_grad_enabled(False)
-    print(json.dumps(measure(args.proposals, args.chunk_size)))
+    print(json.dumps(measure(args.proposals, args.chunk_size, args.threshold)))
 
 
 if __name__ == "__main__":

@@ -274,11 +274,22 @@ def _both_counts():
     )
 
 
+def _seed_too_large():
+    rejection_sample(gaussian(dim=1), DensityRatio(D.Normal(0.0, 1.0), log_M=0.0), num_accepted=10, seed=2**64)
+
+
+def _seed_not_an_integer():
+    rejection_sample(gaussian(dim=1), DensityRatio(D.Normal(0.0, 1.0), log_M=0.0), num_accepted=10, seed=1.5)
+
+
 API_ROWS = [
     ("nan-target-density", _nan_density, "is not finite for"),
     ("inf-target-density", _inf_density, "is not finite for"),
     ("ragged-proposal-batch", _ragged_proposal, "proposal batch field 'y' has shape"),
     ("both-num-accepted-and-num-proposals", _both_counts, "give exactly one of num_accepted and num_proposals"),
+    # Used to end in torch's "Overflow when unpacking long long"; a float seed was truncated silently.
+    ("seed-2**64", _seed_too_large, "seed must be an integer in [-2**63, 2**64 - 1]"),
+    ("seed-1.5", _seed_not_an_integer, "seed must be an integer in [-2**63, 2**64 - 1]"),
 ]
 
 

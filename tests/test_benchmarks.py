@@ -82,9 +82,10 @@ def test_memory_is_bounded_by_the_chunk():
 def test_memory_does_not_grow_with_the_number_of_chunks():
     """10^8 candidates in 100 chunks: the peak stays within a few dozen chunk-sized buffers.
 
-    num_proposals mode keeps its accepted rows in one growing buffer. With one small tensor per chunk
-    (before the fix) glibc's heap top stayed pinned and the peak grew with every chunk: 394 MB of growth
-    here (104 chunk buffers of 3.8 MB), against 61–65 MB after it. The growth after the fix is not a
+    num_proposals mode keeps its accepted rows in blocks of at least 32 MiB, each its own mapping (before
+    that, in one growing buffer). With one small tensor per chunk (before the first fix) glibc's heap top
+    stayed pinned and the peak grew with every chunk: 394 MB of growth here (104 chunk buffers of 3.8 MB),
+    against 61–65 MB after it. The growth after the fix is not a
     fixed number (the allocator settles at 22 or at about 65 MB, run to run), so the bound is generous:
     40 chunk buffers, 153 MB.
     """

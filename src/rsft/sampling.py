@@ -1,21 +1,28 @@
 """The rejection-sampling engine: chunked, streaming, seeded, on any device.
 
 ``rejection_sample`` draws chunks of candidates from a proposal, asks an acceptance rule which to
-keep, and copies the kept rows into a pre-allocated output until exactly ``num_accepted`` are kept
-(or, in ``num_proposals`` mode, until a fixed number of candidates has been judged). Peak memory is
-one chunk plus the output. A proposal budget bounds the work: when it is spent — or when the
-acceptance rate observed so far shows it is sure to be spent — :class:`AcceptanceBudgetError` says
-what happened and what to change.
+keep, and copies the kept rows into the output until exactly ``num_accepted`` are kept (or, in
+``num_proposals`` mode, until a fixed number of candidates has been judged). The engine samples under
+``torch.no_grad()``. A proposal budget bounds the work: when it is spent — or when the acceptance
+observed so far shows that even the remaining budget is implausible to suffice — :class:`AcceptanceBudgetError`
+says what happened and what to change.
+
+Memory: one chunk (the proposal's batch and the rule's temporaries) plus the output. In ``num_accepted``
+mode the output is allocated once at its final size. In ``num_proposals`` mode its final size is
+unknown, so the accepted rows go into blocks of one chunk's rows each; at the end they are copied
+into one compact tensor per field, block by block, each block freed as soon as it is copied, so the
+copy adds about one block, not a second output (benchmarks/memory.py measures it).
 """
 
 from __future__ import annotations
 
 import math
+import operator
 import time
 import warnings
 from dataclasses import dataclass, field
-from statistics import NormalDist
 
+import numpy as np
 import torch
 
 from rsft.acceptance.base import Acceptance
@@ -28,12 +35,16 @@ DEFAULT_CHUNK_SIZE = 65_536
 #: launch to fill its cores and amortise the one host read per chunk.
 DEVICE_CHUNK_SIZE = {"cpu": DEFAULT_CHUNK_SIZE, "cuda": 1_048_576}
 DEFAULT_MAX_PROPOSALS = 100_000_000
-#: Fail-fast's error budget for a whole call: the probability that a run whose acceptance rate could
-#: meet its budget is stopped early. It is spent over the checks (one after every chunk): check k uses
-#: α_k = FAIL_FAST_ERROR · 6 / (π² k²), and Σ_k α_k = FAIL_FAST_ERROR, so however many chunks a run
-#: has, its false-stop probability is ≤ 1e-6 (union bound; each check's bound is the Poisson score
-#: bound, so the figure holds to the accuracy of its normal approximation). z_1 = 4.85, z_1000 = 7.1.
+#: Fail-fast's error budget for a whole call: the probability that a call which would have reached
+#: ``num_accepted`` within its budget is stopped early. It is spent over the checks (one after every
+#: chunk): check k may err with α_k = FAIL_FAST_ERROR · 6 / (π² k²), and Σ_k α_k = FAIL_FAST_ERROR.
+#: Each check spends half of α_k on an upper bound of the acceptance rate and half on a tail bound of the
+#: acceptances still to come (:func:`remaining_budget_may_suffice`); both are exact inequalities (no
+#: normal approximation), so the ≤ 1e-6 holds for any number of chunks, for a rule that accepts each
+#: candidate independently with a fixed probability.
 FAIL_FAST_ERROR = 1e-6
+#: The seeds ``torch.Generator.manual_seed`` takes.
+SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
 class AcceptanceBudgetError(RuntimeError):
@@ -67,15 +78,41 @@ def _positive_int(name: str, value: int | float | None, key: str) -> int:
     return value
 
 
-def fail_fast_z(check: int) -> float:
-    """The z-score of fail-fast's ``check``-th check (1-based): its share α_k of :data:`FAIL_FAST_ERROR`."""
+def fail_fast_level(check: int) -> float:
+    """log(2 / α_k) for fail-fast's ``check``-th check (1-based): each of its two bounds errs with
+    probability ≤ exp(−level) = α_k / 2. About 14.9 at the first check, 28.7 at the millionth."""
     alpha = FAIL_FAST_ERROR * 6 / (math.pi**2 * check**2)
-    return -NormalDist().inv_cdf(alpha)
+    return math.log(2 / alpha)
 
 
-def poisson_upper_bound(count: int, z: float) -> float:
-    """One-sided score upper bound on a Poisson mean given an observed ``count``."""
-    return count + z * z / 2 + z * math.sqrt(count + z * z / 4)
+def rate_upper_bound(accepted, drawn, level):
+    """An upper confidence bound on an acceptance rate from ``accepted`` of ``drawn`` independent trials:
+    P(bound < true rate) ≤ exp(−level). Works on floats and numpy arrays alike.
+
+    The lower tail of a sum X of independent Bernoulli(λ) trials with mean ν = drawn·λ obeys
+    P(X ≤ ν − t) ≤ exp(−t² / (2ν)) (Chernoff); the bound is the ν that makes (ν − accepted)² = 2·level·ν.
+    Nothing drawn yet: the bound is 1.
+    """
+    top = accepted + level + np.sqrt(level * level + 2.0 * level * accepted)  # ≥ 2·level > 1
+    return np.minimum(1.0, top / np.maximum(drawn, 1))  # drawn = 0 gives top ≥ 1, so the bound is 1
+
+
+def remaining_budget_may_suffice(accepted, drawn, needed, remaining, check):
+    """Fail-fast's check (False: stop): whether ``remaining`` more proposals could still plausibly give the
+    ``needed`` acceptances, given ``accepted`` of ``drawn`` so far. Works on numbers and numpy arrays alike.
+
+    At the check's level (:func:`fail_fast_level`) the rate is at most λ_U (:func:`rate_upper_bound`); at
+    a rate ≤ λ_U the acceptances X among the remaining proposals have mean ≤ μ = remaining·λ_U, and for
+    needed > μ, P(X ≥ needed) ≤ exp(−(needed·log(needed/μ) − needed + μ)) (the Chernoff bound, which holds
+    for any independent trials of probability ≤ λ_U). The check says "stop" only when that bound is below
+    exp(−level) too, or when fewer proposals remain than acceptances are needed. So a call that would
+    finish is stopped at check k with probability ≤ α_k.
+    """
+    level = fail_fast_level(check)
+    mean = remaining * rate_upper_bound(accepted, drawn, level)
+    with np.errstate(divide="ignore", invalid="ignore"):
+        exponent = needed * np.log(needed / np.maximum(mean, 1e-300)) - needed + mean
+    return (needed <= remaining) & ((needed <= mean) | (exponent <= level))
 
 
 def _check_batch(batch: Batch, n: int) -> None:
@@ -144,19 +181,20 @@ def rejection_sample(
 
     Give exactly one of ``num_accepted`` (keep drawing until that many are accepted; exactly that
     many come back) and ``num_proposals`` (judge that many candidates; all accepted ones come back).
-    Randomness comes from ``generator`` or, if none, from a fresh generator seeded with ``seed``:
-    the same seed gives the same samples on the same machine. ``fail_fast`` stops as soon as the
-    observed acceptance rate makes reaching ``num_accepted`` within ``max_proposals`` implausible
-    (an upper confidence bound whose error is spent over the checks: a whole call stops wrongly with
-    probability ≤ :data:`FAIL_FAST_ERROR`) instead of spending the whole budget. ``chunk_size=None``
-    picks :func:`default_chunk_size` for the device.
+    Randomness comes from ``generator`` or, if none, from a fresh generator seeded with ``seed`` (an
+    integer in :data:`SEED_RANGE`): the same seed gives the same samples on the same machine.
+    ``fail_fast`` stops as soon as the acceptances observed make reaching ``num_accepted`` within
+    ``max_proposals`` implausible (:func:`remaining_budget_may_suffice`: a call that would have finished
+    is stopped with probability ≤ :data:`FAIL_FAST_ERROR`) instead of spending the whole budget.
+    ``chunk_size=None`` picks :func:`default_chunk_size` for the device. Sampling runs under
+    ``torch.no_grad()``: a proposal whose parameters require grad is sampled as plain data.
 
-    A rule that revises its verdicts (``DensityRatio`` with ``log_M="auto"``, whose envelope may be
-    raised mid-call) is asked after every chunk to thin the rows held so far (:meth:`Acceptance.rethin`);
-    the rows it drops are counted as ``thinned`` and replaced by further draws, so exactly
-    ``num_accepted`` exact draws come back. In ``num_proposals`` mode the same thinning applies to
-    the rows accepted so far and nothing replaces them: the call still judges exactly
-    ``num_proposals`` candidates, and every row returned is an exact draw under the final envelope.
+    A rule whose earlier verdicts can be invalidated mid-call (``DensityRatio`` with ``log_M="auto"``,
+    when a chunk shows the estimated envelope too small) says so after the chunk
+    (:meth:`Acceptance.discard_held`): every row held so far is dropped (``thinned`` in the stats) and
+    the engine draws on, so the rows returned were all accepted under the rule's final verdict. In
+    ``num_proposals`` mode nothing replaces them: the call still judges exactly ``num_proposals``
+    candidates.
     """
     if (num_accepted is None) == (num_proposals is None):
         raise ValueError(
@@ -177,25 +215,27 @@ def rejection_sample(
 
     proposal = proposal.to(device)
     acceptance = acceptance.to(device)
-    acceptance.start()
-    draws = _Draws(acceptance, device, target=num_accepted)
-    projected: float | None = None  # set when fail-fast stops the loop early
-    while not draws.done(max_proposals):
-        n = min(chunk_size, max_proposals - draws.drawn)
-        batch = proposal.sample(n, generator)
-        _check_batch(batch, n)
-        mask = _judge(acceptance, batch, generator, n)
-        draws.rethin(generator)  # the rows of earlier chunks, if the rule's verdicts changed with this one
-        draws.keep(batch, mask)
-        if fail_fast:
-            projected = draws.projected_need(max_proposals)
-            if projected is not None:
+    with torch.no_grad():
+        acceptance.start()
+        draws = _Draws(acceptance, device, target=num_accepted, block_rows=chunk_size)
+        stopped_early = False
+        while not draws.done(max_proposals):
+            n = min(chunk_size, max_proposals - draws.drawn)
+            batch = proposal.sample(n, generator)
+            _check_batch(batch, n)
+            mask = _judge(acceptance, batch, generator, n)
+            if acceptance.discard_held():  # the rows of earlier chunks were accepted under a verdict now void
+                draws.discard_held(n)
+            draws.keep(batch, mask)
+            if fail_fast and not draws.remaining_budget_may_suffice(max_proposals):
+                stopped_early = True
                 break
-    acceptance.finish()
-    stats = draws.figures()
-    if num_accepted is not None and draws.accepted < num_accepted:
-        _raise_or_warn(stats, num_accepted, max_proposals, allow_partial, projected, draws.fail_fast_z)
-    return SamplingResult(draws.result(), stats)
+        acceptance.finish()
+        stats = draws.figures()
+        if num_accepted is not None and draws.accepted < num_accepted:
+            why = draws.early_stop_reason(num_accepted, max_proposals) if stopped_early else None
+            _raise_or_warn(stats, num_accepted, max_proposals, allow_partial, why, acceptance.budget_note())
+        return SamplingResult(draws.result(), stats)
 
 
 def _resolve_generator(
@@ -207,12 +247,25 @@ def _resolve_generator(
         if seed is None:
             generator.seed()
         else:
-            generator.manual_seed(int(seed))
+            generator.manual_seed(_checked_seed(seed))
     elif device is not None and torch.device(device) != generator.device:
         want, have = torch.device(device), generator.device
         if not (want.type == have.type and (want.index is None or have.index is None)):
             raise ValueError(f"device={want} but the generator lives on {have}: pass a generator on {want}")
     return generator
+
+
+def _checked_seed(seed: object) -> int:
+    low, high = SEED_RANGE
+    try:
+        value = operator.index(seed)  # an int (or numpy integer); not a float, bool or string
+    except TypeError:
+        value = None
+    if value is None or isinstance(seed, bool) or not low <= value <= high:
+        raise ValueError(
+            f"seed must be an integer in [-2**63, 2**64 - 1] (what torch.Generator.manual_seed takes), got {seed!r}"
+        )
+    return value
 
 
 def _judge(acceptance: Acceptance, batch: Batch, generator: torch.Generator, n: int) -> torch.Tensor:
@@ -235,23 +288,23 @@ class _Draws:
     """The accepted rows and the counts of one call, chunk by chunk.
 
     With a ``target`` (``num_accepted`` mode) the output is allocated once at that size and the last
-    chunk is trimmed; without one (``num_proposals`` mode) every accepted row is kept in a buffer that
-    doubles when it fills. Beside each row it keeps the rule's :meth:`~Acceptance.row_figures` (for a
-    rule that has them), so that :meth:`rethin` can revise earlier verdicts when the rule asks.
+    chunk is trimmed; without one (``num_proposals`` mode) the rows go into blocks of ``block_rows`` rows
+    (:class:`_Blocks`). The counts since the last :meth:`discard_held` (the *segment*) are what fail-fast
+    judges: after a discard the rule's acceptance rate is a new one.
     """
 
-    def __init__(self, acceptance: Acceptance, device: torch.device, target: int | None):
+    def __init__(self, acceptance: Acceptance, device: torch.device, target: int | None, block_rows: int):
         self.acceptance = acceptance
         self.device = device
         self.target = target
         self.drawn = 0  # candidates drawn and judged
         self.consumed = 0  # candidates up to and including the last one kept
-        self.accepted = 0
-        self.thinned = 0  # rows dropped after their acceptance because the rule revised its verdicts
+        self.accepted = 0  # rows held
+        self.thinned = 0  # rows dropped after their acceptance because the rule voided its verdicts
+        self.segment_start = 0  # candidates drawn before the current segment
         self.chunks = 0
-        self.fail_fast_z = math.nan  # the z of the last fail-fast check
-        self.out: Batch | None = None
-        self.figures_out: Batch | None = None  # {"figures": one float64 per held row}, for rethin
+        self.out: Batch | None = None  # num_accepted mode: the output, allocated at its final size
+        self.blocks = _Blocks(block_rows) if target is None else None  # num_proposals mode
         self.layout: dict[str, tuple] | None = None  # trailing shape, dtype and device of the first chunk
         self.empty: Batch | None = None  # zero rows with the layout of the first chunk
         if device.type == "cuda":
@@ -261,11 +314,19 @@ class _Draws:
     def done(self, max_proposals: int) -> bool:
         return (self.target is not None and self.accepted >= self.target) or self.drawn >= max_proposals
 
+    def discard_held(self, n: int) -> None:
+        """Drop every row held (the rule voided their verdicts with the chunk of ``n`` candidates just judged,
+        which is not kept yet); the next segment starts after that chunk."""
+        self.thinned += self.accepted
+        self.accepted = 0
+        if self.blocks is not None:
+            self.blocks.clear()
+        self.segment_start = self.drawn + n
+
     def keep(self, batch: Batch, mask: torch.Tensor) -> None:
         n = mask.shape[0]
         self.chunks += 1
         self._check_layout(batch)
-        figures = self.acceptance.row_figures()
         index = mask.nonzero().squeeze(1)
         kept = int(index.numel())  # the one host-device synchronisation per chunk
         if self.target is not None:
@@ -273,18 +334,17 @@ class _Draws:
             if take > 0:
                 index = index[:take]
                 if self.out is None:
-                    self.out = _room_for(None, batch, self.target, exact=True)
-                if figures is not None and self.figures_out is None:
-                    self.figures_out = _room_for(None, _as_figures(figures), self.target, exact=True)
-                self._copy(batch, index, figures)
+                    self.out = {k: _rows_like(v, self.target) for k, v in batch.items()}
+                rows = slice(self.accepted, self.accepted + take)
+                for key, value in batch.items():
+                    # index_select straight into the output: no temporary, several times faster than
+                    # value[index] for rows of more than one element on CPU.
+                    torch.index_select(value, 0, index, out=self.out[key][rows])
                 self.consumed = self.drawn + int(index[-1]) + 1
             self.accepted += take
         else:
             if kept:
-                self.out = _room_for(self.out, batch, self.accepted + kept)
-                if figures is not None:
-                    self.figures_out = _room_for(self.figures_out, _as_figures(figures), self.accepted + kept)
-                self._copy(batch, index, figures)
+                self.blocks.append(batch, index)  # type: ignore[union-attr]
             self.accepted += kept
             self.consumed = self.drawn + n
         self.drawn += n
@@ -314,45 +374,44 @@ class _Draws:
                 "must return the same fields, with the same trailing shape, dtype and device, in every chunk"
             )
 
-    def _copy(self, batch: Batch, index: torch.Tensor, figures: torch.Tensor | None) -> None:
-        rows = slice(self.accepted, self.accepted + int(index.numel()))
-        for key, value in batch.items():
-            # index_select straight into the output: no temporary, several times faster than
-            # value[index] for rows of more than one element on CPU.
-            torch.index_select(value, 0, index, out=self.out[key][rows])  # type: ignore[index]
-        if figures is not None and self.figures_out is not None:
-            held = self.figures_out["figures"][rows]
-            held.copy_(figures.index_select(0, index))
+    def remaining_budget_may_suffice(self, max_proposals: int) -> bool:
+        """Fail-fast, check number ``chunks`` (see :func:`remaining_budget_may_suffice`), on the segment."""
+        if self.target is None or self.accepted >= self.target or self.drawn >= max_proposals:
+            return True  # done, or the budget is spent: the loop ends without a verdict of fail-fast
+        return bool(
+            remaining_budget_may_suffice(
+                self.accepted,
+                self.drawn - self.segment_start,
+                self.target - self.accepted,
+                max_proposals - self.drawn,
+                self.chunks,
+            )
+        )
 
-    def rethin(self, generator: torch.Generator) -> None:
-        """Let the rule revise its verdicts on the rows held (from earlier chunks) and compact the survivors.
-
-        The rule answers None — without touching the device — unless its acceptance probabilities
-        dropped with the chunk just judged (an envelope raised), so the common chunk costs nothing here.
-        """
-        if self.figures_out is None or self.accepted == 0:
-            return
-        keep = self.acceptance.rethin(self.figures_out["figures"][: self.accepted], generator)
-        if keep is None:
-            return
-        index = keep.nonzero().squeeze(1)
-        kept = int(index.numel())
-        for buffer in (self.out, self.figures_out):
-            for value in buffer.values():  # type: ignore[union-attr]
-                value[:kept].copy_(value[: self.accepted].index_select(0, index))
-        self.thinned += self.accepted - kept
-        self.accepted = kept
-
-    def projected_need(self, max_proposals: int) -> float | None:
-        """Fail-fast: the proposals that reaching the target needs at the upper confidence bound of the rate
-        observed so far, when that is beyond the budget (None while the budget still looks enough). This
-        is check number ``chunks``, at its share of :data:`FAIL_FAST_ERROR`."""
-        if self.target is None or self.accepted >= self.target:
-            return None
-        self.fail_fast_z = fail_fast_z(self.chunks)
-        rate_upper = poisson_upper_bound(self.accepted, self.fail_fast_z) / self.drawn
-        needed = (self.target - self.accepted) / min(rate_upper, 1.0)
-        return self.drawn + needed if self.drawn + needed > max_proposals else None
+    def early_stop_reason(self, target: int, max_proposals: int) -> str:
+        """Why fail-fast stopped, in figures."""
+        accepted, drawn = self.accepted, self.drawn - self.segment_start
+        remaining, needed = max_proposals - self.drawn, target - self.accepted
+        level = fail_fast_level(self.chunks)
+        upper = float(rate_upper_bound(accepted, drawn, level))
+        since = f" since the envelope was last set ({self.segment_start:,} drawn before)" if self.segment_start else ""
+        observed = (
+            f"stopped early: {accepted:,} accepted of {drawn:,} proposals{since} (observed acceptance rate "
+            f"{accepted / drawn if drawn else 0.0:.3g})"
+        )
+        if needed > remaining:
+            return (
+                f"{observed}; only {remaining:,} proposals remain of the budget sampler.max_proposals="
+                f"{max_proposals:,} and {needed:,} more acceptances are needed"
+            )
+        return (
+            f"{observed}; the rate is at most {upper:.3g} (a bound that errs with probability ≤ "
+            f"{math.exp(-level):.2g}), so the remaining {remaining:,} proposals of the budget "
+            f"sampler.max_proposals={max_proposals:,} give on average at most {remaining * upper:.4g} acceptances, "
+            f"and {needed:,} more are needed: reaching {target:,} within the budget has probability below "
+            f"{math.exp(-level):.2g} (at that rate it needs about {self.drawn + needed / upper:.3g} proposals; "
+            f"a call that would have finished is stopped with probability ≤ {FAIL_FAST_ERROR:g})"
+        )
 
     def figures(self) -> dict[str, float]:
         if self.device.type == "cuda":
@@ -375,52 +434,93 @@ class _Draws:
 
     def result(self) -> Batch:
         """The accepted rows, as compact tensors; the first chunk's layout with zero rows when nothing was
-        accepted. A buffer larger than the rows (num_proposals mode, a partial result) is copied down, so the
-        caller never holds — or saves with torch.save — the unused part of the storage."""
-        if self.out is None:  # at least one chunk was drawn, so empty is set
+        accepted. The caller never holds — or saves with torch.save — storage beyond the rows."""
+        if self.blocks is not None:
+            return self.blocks.concatenate() if self.accepted else self.empty  # type: ignore[return-value]
+        if self.out is None or self.accepted == 0:  # at least one chunk was drawn, so empty is set
             return self.empty  # type: ignore[return-value]
-        capacity = next(iter(self.out.values())).shape[0]
-        if self.accepted == capacity:
+        if self.accepted == self.target:
             return self.out
-        return {k: v[: self.accepted].clone() for k, v in self.out.items()}
+        return {k: v[: self.accepted].clone() for k, v in self.out.items()}  # a partial result
 
 
-def _as_figures(figures: torch.Tensor) -> Batch:
-    return {"figures": figures.to(torch.float64)}
+def _rows_like(value: torch.Tensor, rows: int) -> torch.Tensor:
+    return torch.empty((rows, *value.shape[1:]), dtype=value.dtype, device=value.device)
 
 
-def _room_for(out: Batch | None, batch: Batch, rows: int, exact: bool = False) -> Batch:
-    """``out`` with capacity for at least ``rows`` rows of ``batch``'s layout, doubling when it grows
-    (``exact``: exactly ``rows``, for an output whose final size is known).
+#: The smallest block of accepted rows (num_proposals mode), in bytes: above glibc's largest dynamic mmap
+#: threshold (32 MiB on 64-bit), so every block is its own mapping, resident only where rows were written,
+#: and returned to the system as soon as it is freed.
+MIN_BLOCK_BYTES = 32 * 2**20 + 4096
 
-    One buffer that grows a logarithmic number of times, rather than a small tensor per chunk: small
-    allocations made between the chunks' large temporaries pin glibc's heap top, so the freed chunk
-    memory was never returned and the peak grew with the number of chunks (benchmarks/README.md).
+
+class _Blocks:
+    """The accepted rows of a ``num_proposals`` call, in blocks of at least ``block_rows`` rows, filled in order.
+
+    Blocks rather than one buffer that doubles: growing never copies, and :meth:`concatenate` moves the rows
+    into the compact output one block at a time, freeing each block once copied, so the peak is the output
+    plus about one block (a doubling buffer and a final compacting copy peaked at about twice the output).
+    Each block is one byte allocation of at least :data:`MIN_BLOCK_BYTES` holding every field's rows (views
+    at aligned offsets): its pages become resident only as rows are written, and freeing it unmaps it.
     """
-    capacity = 0 if out is None else next(iter(out.values())).shape[0]
-    if rows <= capacity:
-        return out  # type: ignore[return-value]
-    grown = rows if exact else max(rows, 2 * capacity, 1024)
-    bigger = {k: torch.empty((grown, *v.shape[1:]), dtype=v.dtype, device=v.device) for k, v in batch.items()}
-    if out is not None:
-        for key, value in out.items():
-            bigger[key][:capacity].copy_(value)
-    return bigger
+
+    ALIGN = 64  # bytes: each field's rows start at an offset the widest dtype can view
+
+    def __init__(self, block_rows: int):
+        self.block_rows = block_rows
+        self.blocks: list[Batch] = []
+        self.filled = 0  # rows in the last block
+
+    def clear(self) -> None:
+        self.blocks, self.filled = [], 0
+
+    def _new_block(self, batch: Batch) -> Batch:
+        row_bytes = {k: v[0].numel() * v.element_size() if v.shape[0] else 0 for k, v in batch.items()}
+        self.block_rows = max(self.block_rows, -(-MIN_BLOCK_BYTES // max(sum(row_bytes.values()), 1)))
+        sizes = {k: -(-self.block_rows * b // self.ALIGN) * self.ALIGN for k, b in row_bytes.items()}
+        memory = torch.empty(sum(sizes.values()), dtype=torch.uint8, device=next(iter(batch.values())).device)
+        block, offset = {}, 0
+        for key, value in batch.items():
+            rows = memory[offset : offset + self.block_rows * row_bytes[key]].view(value.dtype)
+            block[key] = rows.view(self.block_rows, *value.shape[1:])
+            offset += sizes[key]
+        return block
+
+    def append(self, batch: Batch, index: torch.Tensor) -> None:
+        start = 0
+        while start < index.numel():
+            if not self.blocks or self.filled == self.block_rows:
+                self.blocks.append(self._new_block(batch))
+                self.filled = 0
+            take = min(self.block_rows - self.filled, index.numel() - start)
+            part = index[start : start + take]
+            for key, value in batch.items():
+                torch.index_select(value, 0, part, out=self.blocks[-1][key][self.filled : self.filled + take])
+            self.filled += take
+            start += take
+
+    def concatenate(self) -> Batch:
+        rows = (len(self.blocks) - 1) * self.block_rows + self.filled
+        out = {k: _rows_like(v, rows) for k, v in self.blocks[0].items()}
+        at = 0
+        while self.blocks:
+            block = self.blocks.pop(0)
+            take = self.block_rows if self.blocks else self.filled
+            for key, value in block.items():
+                out[key][at : at + take].copy_(value[:take])
+            at += take
+            del block  # its memory is freed before the next block is copied
+        self.filled = 0
+        return out
 
 
 def _raise_or_warn(
-    stats: dict[str, float], target: int, budget: int, allow_partial: bool, projected: float | None, z: float
+    stats: dict[str, float], target: int, budget: int, allow_partial: bool, early: str | None, note: str
 ) -> None:
     drawn, accepted = stats["proposals_drawn"], stats["accepted"]
     rate = accepted / drawn if drawn else 0.0
-    if projected is not None:
-        upper = poisson_upper_bound(int(accepted), z) / drawn
-        why = (
-            f"stopped early: after {drawn:,} proposals with {accepted:,} accepted (observed acceptance "
-            f"rate {rate:.3g}; at most {upper:.3g} at {z:.2f} sigma, so that a whole call stops wrongly "
-            f"with probability ≤ {FAIL_FAST_ERROR:g}), reaching {target:,} accepted needs at least "
-            f"{projected:.3g} proposals, more than the budget sampler.max_proposals={budget:,}"
-        )
+    if early is not None:
+        why = early
     else:
         needed = f"about {target / rate:.3g}" if rate > 0 else "an unknown number of"
         why = (
@@ -428,6 +528,8 @@ def _raise_or_warn(
             f"{accepted:,} of {target:,} accepted (observed acceptance rate {rate:.3g}); reaching "
             f"{target:,} needs {needed} proposals"
         )
+    if note:
+        why += f". {note.rstrip('.')}"
     fix = (
         "Raise sampler.max_proposals, lower sampler.num_accepted, choose a proposal closer to the "
         "target (higher acceptance rate), or set sampler.allow_partial=true to keep what was accepted."

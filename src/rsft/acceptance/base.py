@@ -7,8 +7,9 @@ comparison ``log U < log_accept`` happen in one place.
 
 The engine calls ``start()`` before each sampling call (so per-call state such as an estimated
 envelope is fresh), ``finish()`` after its last chunk, and ``bind(model)`` when the rule needs the
-model being trained. A rule whose verdicts can change during a call (an envelope raised mid-call)
-gives per-row figures through ``row_figures()`` and revises the rows already accepted in ``rethin()``.
+model being trained. A rule whose earlier verdicts can be invalidated during a call (an estimated
+envelope that a later chunk proves too small) says so through ``discard_held()``: the engine then drops
+every row accepted so far in the call and draws on.
 """
 
 from __future__ import annotations
@@ -86,20 +87,21 @@ class Acceptance:
     def finish(self) -> None:
         """Called by the engine after the last chunk of a call: warn (or raise) about the call as a whole."""
 
-    def row_figures(self) -> torch.Tensor | None:
-        """Figures of the chunk just judged, one row per candidate (same trailing shape every chunk), that
-        :meth:`rethin` will need for the rows accepted from it; None (the default) for a rule that never
-        revises a verdict. The engine keeps them beside the accepted rows until the call ends."""
-        return None
+    def budget_note(self) -> str:
+        """What the rule saw that bears on a call that accepted too little (added to the budget error and to
+        the partial-result warning); empty by default."""
+        return ""
 
-    def rethin(self, figures: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
-        """Revise the verdicts on the rows accepted in earlier chunks of this call, after each chunk.
+    def discard_held(self) -> bool:
+        """Whether the chunk just judged invalidated every verdict of this call so far (False by default).
 
-        ``figures`` holds the :meth:`row_figures` of those rows. Return one bool per row (False: drop it;
-        the engine then draws on to replace it), or None when the chunk just judged changed nothing —
-        the common case, which must not touch the device. Randomness comes from ``generator``.
+        ``DensityRatio`` with ``log_M="auto"`` answers True after a chunk whose largest ratio exceeded the
+        envelope in force: the rows accepted earlier were drawn under an envelope now known to be too small
+        (draws of the target cut off where p > M q), so the engine drops them all (counted as ``thinned``)
+        and draws on; the rows returned are then all drawn under the call's final envelope. Asked once per
+        chunk, after :meth:`accept`; it must not touch the device.
         """
-        return None
+        return False
 
 
 class ProbabilisticAcceptance(Acceptance):
@@ -142,8 +144,6 @@ class AllOf(Acceptance):
             raise ValueError("acceptance=all_of needs at least one rule in acceptance.rules")
         self.rules = rules
 
-        self._figures: torch.Tensor | None = None
-
     def start(self) -> None:
         for rule in self.rules:
             rule.start()
@@ -162,32 +162,19 @@ class AllOf(Acceptance):
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
         n = next(iter(batch.values())).shape[0]
         keep_idx = torch.arange(n, device=next(iter(batch.values())).device)
-        columns = []  # each revising rule's figures, scattered back to the whole chunk's rows
         for rule in self.rules:
             sub = {k: v[keep_idx] for k, v in batch.items()}
-            verdict = rule.accept(sub, generator)
-            figures = rule.row_figures()
-            if figures is not None:
-                column = torch.full((n,), math.nan, dtype=torch.float64, device=keep_idx.device)
-                columns.append(column.index_copy_(0, keep_idx, figures.to(torch.float64).reshape(-1)))
-            keep_idx = keep_idx[verdict]
-        self._figures = torch.stack(columns, dim=1) if columns else None
+            keep_idx = keep_idx[rule.accept(sub, generator)]
         mask = torch.zeros(n, dtype=torch.bool, device=keep_idx.device)
         mask[keep_idx] = True
         return mask
 
-    def row_figures(self) -> torch.Tensor | None:
-        return self._figures
+    def budget_note(self) -> str:
+        return " ".join(note for note in (rule.budget_note() for rule in self.rules) if note)
 
-    def rethin(self, figures: torch.Tensor, generator: torch.Generator) -> torch.Tensor | None:
-        # A row held was accepted by every rule, so every revising rule has a figure for it.
-        revising = [rule for rule in self.rules if rule.row_figures() is not None]
-        keep = None
-        for column, rule in enumerate(revising):
-            verdict = rule.rethin(figures[:, column], generator)
-            if verdict is not None:
-                keep = verdict if keep is None else keep & verdict
-        return keep
+    def discard_held(self) -> bool:
+        # Every rule is asked (no short cut): each answers for the chunk it just judged.
+        return any([rule.discard_held() for rule in self.rules])
 
     def stats(self) -> dict[str, float]:
         out: dict[str, float] = {}
