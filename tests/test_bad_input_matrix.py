@@ -120,7 +120,7 @@ CONFIG_ROWS = [
     (
         "zero-acceptance-budget",
         ["sampler.max_proposals=10", *NO_WARMUP],
-        "more than the budget sampler.max_proposals=10",
+        "the proposal budget sampler.max_proposals=10 was spent",
     ),
     (
         "budget-spent-no-fail-fast",

@@ -325,7 +325,7 @@ def test_a_fixed_log_M_that_is_too_small_can_be_an_error():
 def test_a_valid_fixed_log_M_and_auto_raises_give_no_envelope_warning(recwarn):
     rejection_sample(*beta_setup(log_M=math.log(2.5)), num_accepted=2000, seed=0)
     res = rejection_sample(*beta_setup(), num_accepted=200, chunk_size=1, seed=0)
-    assert res.stats["envelope_raises"] > 0  # auto raises are corrected by thinning, not warned about
+    assert res.stats["envelope_raises"] > 0  # auto raises drop the rows held, not warned about
     assert not [w for w in recwarn if "envelope" in str(w.message)]
 
 

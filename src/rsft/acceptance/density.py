@@ -294,8 +294,9 @@ class DensityRatio(ProbabilisticAcceptance):
             f"the envelope acceptance.log_M={self.fixed_log_M:.6g} is too small: {self.violations:,} of "
             f"{self.judged:,} candidates judged had log p(x) − log q(x) above it (largest {self.max_log_ratio:.6g}), "
             "so the samples under-represent where p > M q. Set acceptance.log_M ≥ the largest log-ratio "
-            f"(e.g. {self.max_log_ratio + math.log(self.margin):.6g}) or acceptance.log_M=auto (raises are "
-            "corrected by thinning); acceptance.on_violation=error stops at the first violation instead of warning"
+            f"(e.g. {self.max_log_ratio + math.log(self.margin):.6g}) or acceptance.log_M=auto (a raise drops "
+            "the rows accepted under the smaller envelope); acceptance.on_violation=error stops at the first "
+            "violation instead of warning"
         )
 
     def stats(self) -> dict[str, float]:
