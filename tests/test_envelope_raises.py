@@ -59,10 +59,10 @@ def beta_pvalue(acceptance_type, chunk_size: int, seeds: int) -> tuple[float, in
     """Mean z-test and KS against Beta(2, 5), Bonferroni over the two (so each at ALPHA / 2)."""
     x, raises = pooled(acceptance_type, D.Beta(2.0, 5.0), chunk_size=chunk_size, seeds=seeds)
     ks = float(stats.kstest(x.double().numpy(), stats.beta(2, 5).cdf).pvalue)
-    return 2 * min(beta_mean_pvalue(x), ks), raises
+    return min(1.0, 2 * min(beta_mean_pvalue(x), ks)), raises
 
 
-# Chunk size 1 raises the most (844 raises in 600 calls); about 10 s per 600 calls on one idle core.
+# Chunk size 1 raises the most (843 raises in 600 calls); about 10 s per 600 calls on one idle core.
 @pytest.mark.parametrize(("chunk_size", "seeds"), [(1, 600), (3, 400), (5, 400)])
 def test_beta_under_raised_envelopes_is_exact(chunk_size, seeds):
     p, raises = beta_pvalue(DensityRatio, chunk_size, seeds)

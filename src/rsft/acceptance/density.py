@@ -8,9 +8,13 @@ Write r = p/q (p may be unnormalised) and let candidates x₁, x₂, … ~ q i.i
 judges every candidate against an envelope *fixed before it was drawn*:
 
 - M_c, the envelope in force when chunk c is drawn, is a function of the chunks before c (none before the
-  first: M = 0).
+  first: M = 0). Here the first engine chunk with a positive ratio counts as two chunks: its first half, then
+  its second half (so that a ``num_proposals`` call of one engine chunk can still accept rows).
 - If chunk c holds a ratio above M_c it is a *pilot*: all its candidates are rejected, every row held so far
-  is dropped, and M_{c+1} = margin × (its largest ratio). The first chunk with a positive ratio is always one.
+  is dropped, and M_{c+1} = margin × (its largest ratio). The first half-chunk with a positive ratio is
+  always one (the pilot proper); a chunk that exceeds the envelope in force later is a *raise*. (When a raise
+  comes from the second half of the first engine chunk, the whole engine chunk is rejected and M is set from
+  its largest ratio, which is that half's.)
 - Otherwise each candidate of chunk c is accepted independently with probability r(x)/M_c (≤ 1).
 
 Claim. Call the *path* the sequence of chunk kinds (pilot or not) together with the pilots' candidates; it
@@ -33,7 +37,7 @@ Consequences:
   ε(M) = P_p(r(X) > M) (the total-variation distance to p), and are otherwise exact. No rule can see that mass
   without drawing there. How large it is depends on the pilot: for Beta(2, 5) from U(0, 1) with
   ``num_accepted=1`` and the default margin 1.2, the rows lack on average 20 % of the target's mass with a pilot
-  of one candidate, 3.6 % with five, 0.4 % with ten and < 0.01 % with twenty (tests/test_pilot_envelope.py).
+  of one candidate, 3.4 % with five, 0.5 % with ten and < 0.01 % with twenty (tests/test_pilot_envelope.py).
 
 Why a chunk may not be judged against the envelope it sets: its largest candidate would be accepted with
 probability r/(margin·r) = 1/margin whatever r is, and the others relative to it. That was the previous rule, at
@@ -93,15 +97,16 @@ class DensityRatio(ProbabilisticAcceptance):
 
     ``target`` is any object with ``log_prob`` (unnormalised is fine) or the name of a built-in density
     target. ``log_M`` is a float, or ``"auto"``: every candidate is judged against an envelope fixed
-    before it was drawn (the module docstring proves what that buys). The first chunk of a call whose
-    target density is not zero everywhere is a *pilot*: it sets log M to its largest log-ratio plus
-    log(``margin``) and all its candidates are rejected. A later chunk whose largest ratio exceeds the M in
-    force is a pilot too (a *raise*): its candidates are rejected, every row accepted earlier in the call
-    is dropped (:meth:`discard_held`; the engine draws on and counts them as ``thinned``), and M is set
-    from it. So every row returned was drawn, and judged, under the call's final envelope. The candidates
-    above the M in force are counted as ``envelope_violations``; ``envelope_history`` lists (candidates
-    judged, log M) at the pilot and at each raise. When raises keep coming until late in the call, p/q is
-    probably unbounded under this proposal and the call warns (:meth:`ratio_looks_unbounded`).
+    before it was drawn (the module docstring proves what that buys). The first half of the first chunk of
+    a call whose target density is not zero everywhere is the *pilot*: it sets log M to its largest
+    log-ratio plus log(``margin``) and all its candidates are rejected; the second half is judged against
+    that M. A later chunk (or that second half) whose largest ratio exceeds the M in force is a pilot too
+    (a *raise*): its candidates are rejected, every row accepted earlier in the call is dropped
+    (:meth:`discard_held`; the engine draws on and counts them as ``thinned``), and M is set from it. So
+    every row returned was drawn, and judged, under the call's final envelope. The candidates above the M
+    in force are counted as ``envelope_violations``; ``envelope_history`` lists (candidates judged, log M)
+    at the pilot and at each raise. When raises keep coming until late in the call, p/q is probably
+    unbounded under this proposal and the call warns (:meth:`ratio_looks_unbounded`).
 
     A *fixed* log M that is exceeded cannot be corrected: the rows with p > M q were accepted too rarely
     and the samples are biased, so the call warns once with the count (``on_violation="warn"``) or stops
@@ -219,13 +224,35 @@ class DensityRatio(ProbabilisticAcceptance):
             return (log_ratio - self.log_M).clamp(max=0.0)
         if self.log_M is None:
             self.log_M = self._envelope_before_first_chunk()
-        if chunk_max > (-math.inf if self.log_M is None else self.log_M):
-            return self._pilot(log_ratio, chunk_max)
         if self.log_M is None:
-            # Zero target density on the whole chunk and no envelope yet: it says nothing about M, and
-            # every candidate in it has acceptance probability 0 (log_ratio is −inf throughout).
-            return log_ratio
+            if chunk_max == -math.inf:
+                # Zero target density on the whole chunk and no envelope yet: it says nothing about M, and
+                # every candidate in it has acceptance probability 0 (log_ratio is −inf throughout).
+                return log_ratio
+            return self._first_envelope(log_ratio, chunk_max)
+        if chunk_max > self.log_M:
+            return self._pilot(log_ratio, chunk_max)
         return log_ratio - self.log_M  # ≤ 0: no candidate of this chunk exceeds the envelope
+
+    def _first_envelope(self, log_ratio: torch.Tensor, chunk_max: float) -> torch.Tensor:
+        """The first chunk with a finite ratio: its first half is the pilot (sets M, all rejected) and its second
+        half is judged against that M, as if it were the next chunk; if the second half exceeds M it is a raise
+        (the whole chunk rejected, M from its largest ratio). So a ``num_proposals`` call of a single chunk can
+        still accept rows."""
+        head = (log_ratio.shape[0] + 1) // 2
+        tail = log_ratio[head:]
+        head_max, tail_max = torch.stack(
+            [log_ratio[:head].max(), tail.max() if tail.numel() else log_ratio.new_tensor(-math.inf)]
+        ).tolist()  # the first chunk only: one more host read per call
+        if head_max == -math.inf:  # the first half says nothing about M: the whole chunk is the pilot
+            return self._pilot(log_ratio, chunk_max)
+        self.log_M = head_max + math.log(self.margin)
+        self.history.append((self.judged - tail.numel(), self.log_M))
+        if tail_max > self.log_M:
+            return self._pilot(log_ratio, chunk_max)
+        log_a = log_ratio - self.log_M
+        log_a[:head] = -math.inf
+        return log_a
 
     def _pilot(self, log_ratio: torch.Tensor, chunk_max: float) -> torch.Tensor:
         """A chunk whose largest ratio exceeds the envelope in force (none before the first): it only sets M."""
@@ -255,8 +282,9 @@ class DensityRatio(ProbabilisticAcceptance):
             warnings.warn(f"{self._unbounded_message()} ({self._history_text()})", UnboundedRatioWarning, stacklevel=3)
 
     def ratio_looks_unbounded(self) -> bool:
-        """Whether the auto envelope was still rising late in the call: last raised after max(2 × the pilot's
-        candidates, :data:`UNBOUNDED_MIN_JUDGED`) candidates and after an eighth of the call's candidates.
+        """Whether the auto envelope was still rising late in the call: last raised after max(4 × the pilot's
+        candidates, :data:`UNBOUNDED_MIN_JUDGED`) candidates (the pilot is half the first chunk, so: after the
+        first two chunks) and after an eighth of the call's candidates.
 
         A bounded ratio stops raising once the envelope covers its peak, which a pilot of thousands of candidates
         nearly always does at once (a smaller pilot within its first few hundred); an unbounded one (p with heavier
@@ -266,7 +294,7 @@ class DensityRatio(ProbabilisticAcceptance):
         if len(self.history) < 2:
             return False
         last = self.history[-1][0]
-        return last >= max(2 * self.history[0][0], UNBOUNDED_MIN_JUDGED) and last > self.judged / 8
+        return last >= max(4 * self.history[0][0], UNBOUNDED_MIN_JUDGED) and last > self.judged / 8
 
     def _unbounded_message(self) -> str:
         last = f"the last after {self.history[-1][0]:,} of {self.judged:,} candidates judged"
