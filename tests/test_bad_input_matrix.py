@@ -17,7 +17,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 from torch import distributions as D
@@ -26,7 +25,7 @@ from rsft import DensityRatio, DistributionProposal, rejection_sample
 from rsft.proposals.base import Proposal
 from rsft.proposals.distribution import gaussian
 from rsft.run.config import compose
-from rsft.train import train
+from rsft.train import build_components, train
 
 # Rows that must reach the sampler skip pre-training and the "before" evaluation: the error is the point.
 NO_WARMUP = ("eval_before=false", "model.pretrain.steps=0")
@@ -36,7 +35,7 @@ def other_model_checkpoint(tmp_path: Path) -> Path:
     """A real checkpoint of a different rsft model (the credit logistic model) for the flow to load."""
     cfg = compose(["experiment=credit_german", f"paths.output_dir={tmp_path}"])
     path = tmp_path / "logistic.pt"
-    torch.save(hydra.utils.instantiate(cfg.model.net, _convert_="all").state_dict(), path)
+    torch.save(build_components(cfg).model.state_dict(), path)
     return path
 
 

@@ -30,7 +30,7 @@ def test_verifier_and_reward_threshold():
     assert Verifier().accept(b, G).tolist() == [True, False, True, False]
     assert Verifier(require_equations=True).accept(b, G).tolist() == [True, False, False, False]
     assert RewardThreshold(0.5).accept(b, G).tolist() == [True, False, True, True]
-    with pytest.raises(KeyError, match="needs the field 'correct'"):
+    with pytest.raises(KeyError, match="acceptance=verifier needs the batch field 'correct'"):
         Verifier().accept({"reward": torch.zeros(2)}, G)
 
 

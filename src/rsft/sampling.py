@@ -36,6 +36,17 @@ DEFAULT_MAX_PROPOSALS = 100_000_000
 FAIL_FAST_ERROR = 1e-6
 
 
+#: How each figure of the engine's stats combines over the processes of a multi-process run (a rule's and a
+#: proposal's figures declare their own: ``Acceptance.stat_combiners``, ``Proposal.stat_combiners``). The rates
+#: are recomputed from the combined counts.
+ENGINE_STAT_COMBINERS = {
+    **dict.fromkeys(("proposals", "proposals_drawn", "accepted", "thinned", "chunks"), "sum"),
+    "seconds": "max",  # the processes sample in parallel: the round takes as long as the slowest
+    "partial": "max",
+    **dict.fromkeys(("acceptance_rate", "proposals_per_s", "accepted_per_s"), "mean"),
+}
+
+
 class AcceptanceBudgetError(RuntimeError):
     """The proposal budget was (or is sure to be) spent before ``num_accepted`` were accepted."""
 

@@ -75,6 +75,12 @@ class Acceptance:
         """Rule-specific figures for the last sampling call (flat name → number)."""
         return {}
 
+    def stat_combiners(self) -> dict[str, str]:
+        """How each figure of :meth:`stats` combines over the processes of a multi-process run: ``"sum"``
+        (counts), ``"max"`` (envelopes, running maxima, times), ``"min"`` or ``"mean"`` (rates, settings). A
+        multi-process run refuses a figure that is not declared here, so a new count is never averaged."""
+        return {}
+
     def state_dict(self) -> dict[str, Any]:
         """What the rule carries from one round to the next, for a resumed run to continue exactly
         (saved in the checkpoint by the data module; most rules carry nothing)."""
@@ -195,3 +201,9 @@ class AllOf(Acceptance):
             for key, value in rule.stats().items():
                 out[f"rule{i}_{key}"] = value
         return out
+
+    def stat_combiners(self) -> dict[str, str]:
+        combiners = {}
+        for i, rule in enumerate(self.rules):
+            combiners.update({f"rule{i}_{key}": how for key, how in rule.stat_combiners().items()})
+        return combiners

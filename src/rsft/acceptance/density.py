@@ -209,6 +209,10 @@ class DensityRatio(ProbabilisticAcceptance):
             "max_log_ratio": self.max_log_ratio,
         }
 
+    def stat_combiners(self) -> dict[str, str]:
+        # One envelope for the whole pooled set: the largest any process used (and the largest ratio it saw).
+        return {"log_M": "max", "envelope_violations": "sum", "envelope_raises": "sum", "max_log_ratio": "max"}
+
 
 class TemperedDensityRatio(DensityRatio):
     """Rejection sampling of p^β with β rising to 1 as the proposal allows: the self-improving sampler's
@@ -450,6 +454,11 @@ class TemperedDensityRatio(DensityRatio):
             stats["exact_rate_estimate"] = math.nan if estimate is None else estimate
         return stats
 
+    def stat_combiners(self) -> dict[str, str]:
+        # (The rule is refused on several processes, see the data module; declared for completeness.)
+        more = {"beta": "min", "exact_round": "min", "clipped": "sum", "exact_rate_estimate": "mean"}
+        return {**super().stat_combiners(), **more}
+
 
 def _quantile(rows: torch.Tensor, q: float) -> torch.Tensor:
     """The q-quantile of each row (the lower order statistic: torch.quantile refuses inputs over 2^24 values)."""
@@ -485,6 +494,9 @@ class Region(Acceptance):
     def stats(self) -> dict[str, float]:
         # An indicator is the special case p ∝ q·1_R with M = 1: the envelope always holds.
         return {"log_M": 0.0, "envelope_violations": 0}
+
+    def stat_combiners(self) -> dict[str, str]:
+        return {"log_M": "max", "envelope_violations": "sum"}
 
 
 class Ball:

@@ -22,21 +22,20 @@ from typing import Any
 import torch
 
 from rsft.acceptance.base import Acceptance, ProbabilisticAcceptance
-from rsft.batch import Batch, require_methods, training_rows
+from rsft.batch import Batch, field, require_methods, training_rows
 
 
 class EmptyCellError(ValueError):
     """A (sensitive attribute, label) cell of the training set has no rows."""
 
 
+#: What a fair-resampling rule needs upstream.
+NEEDS_ROWS = "use proposal=dataset with a task that has a sensitive attribute (task=decisions)"
+
+
 def _require_fields(batch: Batch, rule: str, fields: tuple[str, ...] = ("s", "y")) -> None:
-    missing = [f for f in fields if f not in batch]
-    if missing:
-        raise KeyError(
-            f"acceptance={rule} needs the field(s) {missing} in the proposal's batch (sensitive attribute 's', "
-            f"label 'y', row 'index'), which has {sorted(batch)}: use proposal=dataset with a task that has a "
-            "sensitive attribute"
-        )
+    for name in fields:
+        field(batch, name, f"acceptance={rule}", NEEDS_ROWS)
 
 
 def _binary_long(values: torch.Tensor, name: str) -> torch.Tensor:
@@ -76,6 +75,11 @@ def reweighing_table(data: Any) -> list[list[float]]:
     return reweighing_weights(rows["s"], rows["y"]).tolist()
 
 
+def _same_on_every_process(stats: dict[str, float]) -> dict[str, str]:
+    # figures of the whole training split (weights, expected rates), which every process computes alike
+    return dict.fromkeys(stats, "mean")
+
+
 def _weight_stats(weights: torch.Tensor) -> dict[str, float]:
     return {f"rule_weight_s{i}_y{j}": float(weights[i, j]) for i in (0, 1) for j in (0, 1)}
 
@@ -100,6 +104,9 @@ class Reweighing(ProbabilisticAcceptance):
 
     def stats(self) -> dict[str, float]:
         return {**_weight_stats(self.weights), "rule_expected_acceptance_rate": float(1 / self.weights.max())}
+
+    def stat_combiners(self) -> dict[str, str]:
+        return _same_on_every_process(self.stats())
 
 
 class UniformSampling(Acceptance):
@@ -139,6 +146,9 @@ class UniformSampling(Acceptance):
 
     def stats(self) -> dict[str, float]:
         return {**_weight_stats(self.weights), "rule_expected_acceptance_rate": float(1 / self.weights.max())}
+
+    def stat_combiners(self) -> dict[str, str]:
+        return _same_on_every_process(self.stats())
 
 
 def preferential_copies(scores: torch.Tensor, s: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
@@ -229,3 +239,6 @@ class PreferentialSampling(ProbabilisticAcceptance):
             "rule_rows_duplicated": float((self.copies > 1).sum()),
             "rule_expected_acceptance_rate": float(self.copies.double().mean() / self.copies.max()),
         }
+
+    def stat_combiners(self) -> dict[str, str]:
+        return _same_on_every_process(self.stats())

@@ -14,21 +14,15 @@ from __future__ import annotations
 import torch
 
 from rsft.acceptance.base import Acceptance, ProbabilisticAcceptance
-from rsft.batch import Batch
+from rsft.batch import Batch, field
 
-
-def _field(batch: Batch, key: str, rule: str) -> torch.Tensor:
-    if key not in batch:
-        raise KeyError(
-            f"acceptance={rule} needs the field {key!r}, but the candidates carry {sorted(batch)}; use "
-            "proposal=policy with a task that scores completions (task=arithmetic)"
-        )
-    return batch[key]
+#: What a rule that reads completions' fields needs upstream.
+NEEDS_POLICY = "use proposal=policy with a task that scores completions (task=arithmetic or reasoning_gym)"
 
 
 def _group_index(batch: Batch, rule: str) -> tuple[torch.Tensor, int]:
     """Dense 0..G-1 group index of each row (groups are the k samples of one prompt in this chunk)."""
-    groups = _field(batch, "group", rule)
+    groups = field(batch, "group", f"acceptance={rule}", NEEDS_POLICY)
     unique, inverse = torch.unique(groups, return_inverse=True)
     return inverse, len(unique)
 
@@ -45,9 +39,9 @@ class Verifier(Acceptance):
         self.require_equations = bool(require_equations)
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        keep = _field(batch, "correct", "verifier").bool()
+        keep = field(batch, "correct", "acceptance=verifier", NEEDS_POLICY).bool()
         if self.require_equations:
-            keep = keep & _field(batch, "equations_ok", "verifier").bool()
+            keep = keep & field(batch, "equations_ok", "acceptance=verifier", NEEDS_POLICY).bool()
         return keep
 
 
@@ -58,7 +52,7 @@ class RewardThreshold(Acceptance):
         self.threshold = float(threshold)
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        return _field(batch, "reward", "reward_threshold") >= self.threshold
+        return field(batch, "reward", "acceptance=reward_threshold", NEEDS_POLICY) >= self.threshold
 
 
 class BestOfN(Acceptance):
@@ -69,7 +63,7 @@ class BestOfN(Acceptance):
     """
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        reward = _field(batch, "reward", "best_of_n").double()
+        reward = field(batch, "reward", "acceptance=best_of_n", NEEDS_POLICY).double()
         index, count = _group_index(batch, "best_of_n")
         # A random tie-breaker below the reward's resolution: rank by (reward, u).
         u = torch.rand(reward.shape, generator=generator, device=reward.device, dtype=torch.float64)
@@ -91,7 +85,7 @@ class ZeroVarianceFilter(Acceptance):
         self.start()
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        reward = _field(batch, "reward", "zero_variance").double()
+        reward = field(batch, "reward", "acceptance=zero_variance", NEEDS_POLICY).double()
         index, count = _group_index(batch, "zero_variance")
         high = _group_max(reward, index, count)
         low = -_group_max(-reward, index, count)
@@ -103,6 +97,9 @@ class ZeroVarianceFilter(Acceptance):
     def stats(self) -> dict[str, float]:
         return {"groups_seen": self.groups_seen, "groups_dropped": self.groups_dropped}
 
+    def stat_combiners(self) -> dict[str, str]:
+        return {"groups_seen": "sum", "groups_dropped": "sum"}
+
 
 class Boltzmann(ProbabilisticAcceptance):
     """Accept with probability exp((r − r_max) / β), r_max the best reward of the sample's prompt group."""
@@ -113,7 +110,7 @@ class Boltzmann(ProbabilisticAcceptance):
         self.beta = float(beta)
 
     def log_accept_prob(self, batch: Batch) -> torch.Tensor:
-        reward = _field(batch, "reward", "boltzmann").double()
+        reward = field(batch, "reward", "acceptance=boltzmann", NEEDS_POLICY).double()
         index, count = _group_index(batch, "boltzmann")
         return ((reward - _group_max(reward, index, count)[index]) / self.beta).clamp(max=0.0)
 
@@ -135,7 +132,7 @@ class MaxPerPrompt(Acceptance):
         self.capped = 0
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        prompt = _field(batch, "prompt_id", "max_per_prompt")
+        prompt = field(batch, "prompt_id", "acceptance=max_per_prompt", NEEDS_POLICY)
         n = prompt.shape[0]
         if n == 0:
             return torch.zeros(0, dtype=torch.bool, device=prompt.device)
@@ -159,6 +156,9 @@ class MaxPerPrompt(Acceptance):
     def stats(self) -> dict[str, float]:
         return {"capped": self.capped}
 
+    def stat_combiners(self) -> dict[str, str]:
+        return {"capped": "sum"}
+
 
 class Dedup(Acceptance):
     """Keep the first sample of each distinct reasoning path per prompt, over the whole round (RFT).
@@ -176,8 +176,8 @@ class Dedup(Acceptance):
         self.duplicates = 0
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        prompt = _field(batch, "prompt_id", "dedup")
-        path = _field(batch, "path_hash", "dedup")
+        prompt = field(batch, "prompt_id", "acceptance=dedup", NEEDS_POLICY)
+        path = field(batch, "path_hash", "acceptance=dedup", NEEDS_POLICY)
         n = prompt.shape[0]
         mask = torch.zeros(n, dtype=torch.bool, device=prompt.device)
         if n == 0:
@@ -196,3 +196,7 @@ class Dedup(Acceptance):
 
     def stats(self) -> dict[str, float]:
         return {"duplicates": self.duplicates, "distinct_paths": len(self.seen)}
+
+    def stat_combiners(self) -> dict[str, str]:
+        # every prompt lives on one process: its distinct paths are counted there only
+        return {"duplicates": "sum", "distinct_paths": "sum"}

@@ -30,7 +30,7 @@ import numpy as np
 import pytorch_lightning as pl
 import torch
 
-from rsft.batch import require_methods, training_rows
+from rsft.batch import Batch, field, require_methods, training_rows
 from rsft.metrics.fairness import (
     average_odds_difference,
     balanced_accuracy,
@@ -103,11 +103,8 @@ class FairnessReport(pl.Callback):
 
     def __init__(self, data: Any, split: str = "test", use_fairlearn: bool = True):
         rows = training_rows(data)
-        if "s" not in rows or "y" not in rows:
-            raise KeyError(
-                "callbacks.fairness_report needs a task with a sensitive attribute 's' and labels 'y' in its training "
-                f"split (task=decisions), got fields {sorted(rows)}"
-            )
+        for name in ("s", "y"):
+            field(rows, name, "callbacks.fairness_report (on the task's training split)", "use task=decisions")
         self.dataset = str(getattr(data, "dataset", "data"))
         self.sensitive = str(getattr(data, "sensitive", "s"))
         self.split = split
@@ -148,10 +145,19 @@ class FairnessReport(pl.Callback):
             "parity": parity(decisions, y, s),
         }
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: Any) -> None:
-        accepted = getattr(getattr(trainer, "datamodule", None), "last_accepted", None)
+    def on_round(self, epoch: int, stats: dict[str, float], accepted: Batch) -> None:
         if accepted and "s" in accepted and "y" in accepted:
-            self.epochs.append((int(trainer.current_epoch), cell_counts(accepted["s"].long(), accepted["y"].long())))
+            # a round Lightning asks for again (a restarted epoch) replaces the epoch's earlier row
+            self.epochs = [(e, c) for e, c in self.epochs if e != epoch]
+            self.epochs.append((int(epoch), cell_counts(accepted["s"].long(), accepted["y"].long())))
+
+    # A resumed run writes the whole report: what was collected before the stop travels in the checkpoint.
+    def state_dict(self) -> dict[str, Any]:
+        return {"snapshots": self.snapshots, "epochs": [[e, list(c)] for e, c in self.epochs]}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        self.snapshots = dict(state_dict.get("snapshots", {}))
+        self.epochs = [(int(e), list(c)) for e, c in state_dict.get("epochs", [])]
 
     def on_fit_end(self, trainer: pl.Trainer, pl_module: Any) -> None:
         if not trainer.is_global_zero:

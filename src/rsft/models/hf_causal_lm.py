@@ -211,7 +211,7 @@ class HFCausalLM(CausalLM):
             raise ValueError(f"model.net.finetune must be 'auto', 'lora' or 'full', got {finetune!r}")
         if finetune == "full" and lora:
             raise ValueError("model.net.finetune=full contradicts model.net.lora settings; set model.net.lora=null")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["task"])  # the task is the run's object, not a setting
         transformers = _require("transformers")
         if pretrained:
             weights = self._weights_dir(path, gguf_file, cache_dir, transformers)

@@ -19,9 +19,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from rsft.batch import Batch
+from rsft.batch import Batch, field
 from rsft.metrics.fairness import best_threshold, classification_report
 from rsft.models.base import FineTunedModel
+
+#: What a tabular decision model needs upstream.
+NEEDS_DECISIONS = "use proposal=dataset with task=decisions"
 
 
 class TabularDecisionModel(FineTunedModel):
@@ -46,31 +49,31 @@ class TabularDecisionModel(FineTunedModel):
         self.eval_splits = eval_splits
         self.threshold_split = threshold_split
         self._collected: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        self._accepted_spd: float | None = None  # of the round just sampled (on_round), logged at the epoch's start
 
     def scores(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - interface
         """Score of the favourable decision per row (decide favourable when score > threshold)."""
         raise NotImplementedError
 
-    def on_train_epoch_start(self) -> None:
-        # The data module has just rebuilt the accepted set: log its labels' parity difference.
-        accepted = getattr(getattr(self.trainer, "datamodule", None), "last_accepted", None)
+    def on_round(self, epoch: int, stats: dict[str, float], accepted: Batch) -> None:
+        """The data module has just rebuilt the accepted set: keep its labels' parity difference to log."""
+        self._accepted_spd = None
         if accepted and "s" in accepted and "y" in accepted:
             s, y = accepted["s"].long(), accepted["y"].double()
             if bool((s == 0).any()) and bool((s == 1).any()):
-                spd = y[s == 0].mean() - y[s == 1].mean()
-                self.log("train/accepted_spd", float(spd), on_step=False, on_epoch=True, batch_size=1)
+                self._accepted_spd = float(y[s == 0].mean() - y[s == 1].mean())
+
+    def on_train_epoch_start(self) -> None:
+        if self._accepted_spd is not None:
+            self.log("train/accepted_spd", self._accepted_spd, on_step=False, on_epoch=True, batch_size=1)
 
     # -- evaluation -------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._collected = {}
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if "s" not in batch:
-            raise KeyError(
-                "fairness evaluation needs the sensitive attribute 's' in every evaluation batch, which has "
-                f"{sorted(batch)}"
-            )
-        self._collected.setdefault(dataloader_idx, []).append((self.scores(batch), batch["y"], batch["s"]))
+        s = field(batch, "s", "fairness evaluation (every evaluation batch)", NEEDS_DECISIONS)
+        self._collected.setdefault(dataloader_idx, []).append((self.scores(batch), batch["y"], s))
 
     def evaluation_data(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """The last validation round's (scores, y, s) per evaluation split."""
@@ -146,15 +149,10 @@ class BinaryTabularClassifier(TabularDecisionModel):
 
     # -- training ---------------------------------------------------------------------------
     def training_loss(self, batch: Batch) -> torch.Tensor:
-        if "y" not in batch:
-            raise KeyError(f"the classifier needs labels 'y' in the accepted batch, which has {sorted(batch)}")
-        losses = nn.functional.binary_cross_entropy_with_logits(self(batch["x"]), batch["y"].float(), reduction="none")
+        y = field(batch, "y", "a tabular classifier's training step", NEEDS_DECISIONS)
+        losses = nn.functional.binary_cross_entropy_with_logits(self(batch["x"]), y.float(), reduction="none")
         if self.cell_weights is not None:
-            if "s" not in batch:
-                raise KeyError(
-                    "model.net.cell_weights weights rows by their (s, y) cell: the batch needs the sensitive "
-                    f"attribute 's', which it lacks (it has {sorted(batch)}); use proposal=dataset with task=decisions"
-                )
+            field(batch, "s", "model.net.cell_weights (it weights rows by their (s, y) cell)", NEEDS_DECISIONS)
             # the mean of w·loss, not normalised by Σw: the weights average 1 over the training split, so this
             # is sklearn's sample_weight objective divided by n (what the l2 = 1/n convention assumes)
             losses = losses * self.cell_weights.to(losses.device)[batch["s"].long(), batch["y"].long()]

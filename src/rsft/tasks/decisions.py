@@ -22,21 +22,14 @@ from rsft.tasks.decision_data import DecisionSplit
 class DecisionTask(Task):
     name = "decisions"
 
-    def __init__(self, data: DecisionSplit, num_features: dict[str, int] | None = None):
+    def __init__(self, data: DecisionSplit):
         if not isinstance(data, DecisionSplit):
             raise TypeError(
                 "task.data must build a DecisionSplit (rsft.tasks.decision_data.load_decision_split), "
                 f"got {type(data).__name__}"
             )
-        declared = (num_features or {}).get(data.dataset)
-        if declared is not None and declared != data.input_dim:
-            # the model's input size is read from task.num_features: it must match the data
-            raise ValueError(
-                f"task.num_features.{data.dataset}={declared} but {data.dataset} has {data.input_dim} features "
-                f"after preprocessing; set task.num_features.{data.dataset}={data.input_dim}"
-            )
         self.data = data
-        self.input_dim = data.input_dim
+        self.input_dim = data.input_dim  # the models' input size (model.net.input_dim: "@task.input_dim")
 
     def validation_sets(self, device: torch.device) -> dict[str, Batch]:
         return {
