@@ -159,7 +159,7 @@ def test_fairlearn_resume_from_a_crafted_checkpoint_is_refused(where, fairlearn_
     if where == "byte_tensor":
         payload = torch.frombuffer(bytearray(pickle.dumps(CreatesMarker(marker))), dtype=torch.uint8)
         torch.save({**state, "fairlearn_estimator": payload}, last)
-        expected = f"resume: the checkpoint {str(last)!r} holds 'fairlearn_estimator', a pickled fitted estimator"
+        expected = f"resume='auto': the checkpoint {str(last)!r} holds 'fairlearn_estimator', a pickled fitted"
     else:
         state["payload"] = CreatesMarker(marker)
         torch.save(state, last)
@@ -168,6 +168,8 @@ def test_fairlearn_resume_from_a_crafted_checkpoint_is_refused(where, fairlearn_
     with pytest.raises(ValueError, match=re.escape(expected)):
         train(cfg)
     assert not marker.exists(), "the checkpoint's pickled code ran"
+    # refused before the run dir is touched (model.check_checkpoint runs before config.yaml is written)
+    assert sorted(p.name for p in run_dir.iterdir()) == ["checkpoints"]
 
 
 @pytest.mark.parametrize("entry", ["training_rows_sha256", "decision_probabilities", "layout", "another_C"])

@@ -69,12 +69,14 @@ def train(cfg: DictConfig) -> float | None:
     quiet_library_notices()
     check_config(cfg)  # the whole config, typed, before any work: one line naming the key on any error
     run_dir = Path(cfg.paths.output_dir)
-    ckpt_path = _checked_resume(cfg, run_dir)
+    ckpt_path, checkpoint = _checked_resume(cfg, run_dir)
     done = _finished_run(cfg, run_dir)
     if done is not None:  # a relaunched sweep job, or resume of a run that already finished: nothing to do
         return _objective(cfg, done)
     _prepare_process(cfg)
     parts = build_components(cfg)
+    if checkpoint is not None:  # what the model keeps beside its weights, checked before anything is written
+        parts.model.check_checkpoint(checkpoint, f"resume={cfg.resume!r}: the checkpoint {ckpt_path!r}")
     _write_run_dir(cfg, run_dir)
     record = start_record(run_dir, str(cfg.get("name", ""))) if rank_zero_only.rank == 0 else None
 
@@ -175,14 +177,14 @@ def check_config(cfg: DictConfig) -> None:
         raise FileNotFoundError(f"resume={resume!r}: no such checkpoint file; pass resume=auto or a .ckpt path")
 
 
-def _checked_resume(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The checkpoint to resume from, read once as weights only before anything else is done, so that a file
-    holding more than weights is refused before the run dir is touched."""
+def _checked_resume(cfg: DictConfig, run_dir: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """The checkpoint to resume from and its contents, read once as weights only before anything else is done, so
+    that a file holding more than weights is refused before the run dir is touched."""
     resume = cfg.get("resume")
     ckpt_path = resolve_checkpoint(resume, run_dir)
-    if ckpt_path is not None:
-        load_weights_only(ckpt_path, f"resume={resume!r}: the checkpoint {ckpt_path!r}")
-    return ckpt_path
+    if ckpt_path is None:
+        return None, None
+    return ckpt_path, load_weights_only(ckpt_path, f"resume={resume!r}: the checkpoint {ckpt_path!r}")
 
 
 class FinishedRunError(FileExistsError):

@@ -196,6 +196,22 @@ class FairlearnBaseline(TabularDecisionModel):
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         where = self._resumed_checkpoint()
+        self.check_checkpoint(checkpoint, where)
+        fit = checkpoint.get(FIT_KEY)
+        if fit is None:
+            return  # saved before any fit (model.pretrain.steps=0): the evaluation says so
+        self.fit_method()
+        if not _identical(self.decision_probabilities(), fit["decision_probabilities"]):
+            self.estimator = None
+            raise ValueError(
+                f"{where}: the refit of model.net.method={self.method!r} does not reproduce "
+                f"{FIT_KEY}.decision_probabilities bit for bit (model.net.C, max_iter, or the fairlearn / "
+                "scikit-learn version differ from the run that wrote it); resume with that run's config and "
+                "environment, or start the run again without resume"
+            )
+
+    def check_checkpoint(self, checkpoint: dict[str, Any], where: str) -> None:
+        """The checks that need no refit: no pickled estimator, the fingerprint's layout, the same training rows."""
         if PICKLED_KEY in checkpoint:
             raise ValueError(
                 f"{where} holds {PICKLED_KEY!r}, a pickled fitted estimator (written by an earlier rsft); rsft no "
@@ -214,15 +230,6 @@ class FairlearnBaseline(TabularDecisionModel):
             raise ValueError(
                 f"{where}: {FIT_KEY}.training_rows_sha256 differs from this config's training split "
                 "(model.net.data): resume with the task config of the run that wrote the checkpoint"
-            )
-        self.fit_method()
-        if not _identical(self.decision_probabilities(), fit["decision_probabilities"]):
-            self.estimator = None
-            raise ValueError(
-                f"{where}: the refit of model.net.method={self.method!r} does not reproduce "
-                f"{FIT_KEY}.decision_probabilities bit for bit (model.net.C, max_iter, or the fairlearn / "
-                "scikit-learn version differ from the run that wrote it); resume with that run's config and "
-                "environment, or start the run again without resume"
             )
 
     def _resumed_checkpoint(self) -> str:
