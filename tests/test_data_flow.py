@@ -113,7 +113,8 @@ def test_the_epoch_rows_hold_every_figure_of_the_round_and_metrics_come_from_the
         ({"_target_": "rsft.acceptance.lm.Boltzmann", "beta": "hot"}, "acceptance", {}, "acceptance.beta='hot' is not"),
         ({"_target_": "rsft.acceptance.lm.Boltzmann"}, "acceptance", {}, "acceptance.beta must be set"),
         ({"_target_": "rsft.acceptance.lm.MaxPerPrompt", "max_per_prompt": True}, "a", {}, "a.max_per_prompt=True"),
-        ({"_target_": "rsft.acceptance.lm.Boltzmann", "beta": 1, "_partial_": True}, "a", {}, "does not support"),
+        ({"_target_": "rsft.acceptance.lm.Boltzmann", "beta": 1, "_args_": [1]}, "a", {}, "does not support _args_"),
+        ({"_target_": "rsft.acceptance.lm.Boltzmann", "_partial_": "yes"}, "a", {}, "a._partial_='yes' must be"),
     ],
 )
 def test_bad_slots_and_values_name_the_key(node, where, provided, message):
@@ -156,3 +157,10 @@ def test_a_bad_value_leaves_a_finished_run_untouched(finished_run, overrides):
     with pytest.raises((ConfigError, ValueError, FileExistsError)):
         train(compose([*FAST, *overrides, f"paths.output_dir={finished_run}"]))
     assert {name: (finished_run / name).read_bytes() for name in before} == before
+
+
+def test_partial_gives_the_callable_with_its_arguments_bound():
+    make = build({"_target_": "rsft.acceptance.lm.Boltzmann", "_partial_": True}, "acceptance.factory")
+    assert make(beta=0.5).beta == 0.5
+    with pytest.raises(ConfigError, match="acceptance.factory.beta='x' is not a number"):
+        build({"_target_": "rsft.acceptance.lm.Boltzmann", "_partial_": True, "beta": "x"}, "acceptance.factory")

@@ -78,6 +78,9 @@ def train(cfg: DictConfig) -> float | None:
     if checkpoint is not None:  # what the model keeps beside its weights, checked before anything is written
         parts.model.check_checkpoint(checkpoint, f"resume={cfg.resume!r}: the checkpoint {ckpt_path!r}")
     _write_run_dir(cfg, run_dir)
+    if rank_zero_only.rank == 0:
+        for name, content in parts.task.records().items():  # what the task inferred from the user's data
+            write_json(run_dir / name, content)
     record = start_record(run_dir, str(cfg.get("name", ""))) if rank_zero_only.rank == 0 else None
 
     model = parts.model

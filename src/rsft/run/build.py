@@ -15,11 +15,13 @@ goes to (``lr: float`` refuses ``'abc'``), and every key against the parameters 
 value ends in one line naming the config key, what it must be and the fix, before the run directory is
 touched. Hydra's ``instantiate`` is not used for these nodes because it turns objects handed in (a task's
 dataclass split, for one) back into config nodes; the rest of Hydra's instantiation rules are not needed by
-rsft's configs (``_partial_``, ``_args_`` and ``_recursive_`` are refused with that explanation).
+rsft's configs (``_args_`` and ``_recursive_`` are refused with that explanation; ``_partial_: true`` gives the
+callable with its given arguments bound, as in Hydra).
 """
 
 from __future__ import annotations
 
+import functools
 import inspect
 import re
 import types
@@ -34,7 +36,7 @@ from rsft.run.schema import ConfigError
 #: ``@task``, ``@task.data``, ``@proposal.defensive``, ...: a slot filled with a component already built.
 SLOT = re.compile(r"^@(?P<root>[A-Za-z_]\w*)(?P<path>(?:\.[A-Za-z_]\w*)*)$")
 #: Hydra instantiation keys that rsft's builder does not implement.
-UNSUPPORTED_KEYS = ("_partial_", "_args_", "_recursive_")
+UNSUPPORTED_KEYS = ("_args_", "_recursive_")
 #: Hydra keys that carry no argument (``_convert_``: the builder always passes plain lists and dicts).
 IGNORED_KEYS = ("_convert_",)
 SIMPLE_KINDS = {bool: "true or false", int: "an integer", float: "a number", str: "a string"}
@@ -63,9 +65,14 @@ def _build(spec: Any, where: str, provided: dict[str, Any]) -> Any:
         if key in spec:
             raise ConfigError(f"{_join(where, key)}: rsft builds components itself and does not support {key}")
     target = _locate(spec["_target_"], where)
-    plain = {key: value for key, value in spec.items() if key != "_target_" and key not in IGNORED_KEYS}
-    check_arguments(target, plain, where)
+    partial = spec.get("_partial_", False)
+    if not isinstance(partial, bool):
+        raise ConfigError(f"{_join(where, '_partial_')}={partial!r} must be true or false")
+    plain = {k: v for k, v in spec.items() if k not in ("_target_", "_partial_") and k not in IGNORED_KEYS}
+    check_arguments(target, plain, where, partial=partial)
     kwargs = {key: _build(value, _join(where, key), provided) for key, value in plain.items()}
+    if partial:  # the callable itself, its given arguments bound (e.g. a verifier function)
+        return functools.partial(target, **kwargs)
     try:
         return target(**kwargs)
     except (ValueError, TypeError, KeyError) as err:
@@ -109,9 +116,10 @@ def _locate(name: Any, where: str) -> Any:
 
 
 # -- checking the arguments against the target's signature -------------------------------------------
-def check_arguments(target: Any, values: dict[str, Any], where: str) -> None:
+def check_arguments(target: Any, values: dict[str, Any], where: str, partial: bool = False) -> None:
     """Every key is a parameter of ``target``, every plain value has its parameter's annotated type, and every
-    required parameter is given; else a :class:`ConfigError` naming the key."""
+    required parameter is given (unless ``partial``: the rest come at call time); else a :class:`ConfigError`
+    naming the key."""
     parameters, open_ended = _parameters(target)
     if parameters is None:
         return
@@ -124,6 +132,8 @@ def check_arguments(target: Any, values: dict[str, Any], where: str) -> None:
                 f"{_join(where, key)} is not a parameter of {_name(target)}: remove it (it takes {names})"
             )
         _check_value(_join(where, key), value, parameters[key])
+    if partial:
+        return
     missing = [
         name
         for name, p in parameters.items()
