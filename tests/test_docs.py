@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from rsft.tools import docs
-from rsft.tools import table as table_mod
 from rsft.tools.docs import DocsError, differences, fill
 from rsft.tools.provenance import FIGURES, PROVENANCE, read_provenance
 from rsft.tools.sources import run_sources
 from rsft.tools.table import load_spec, main
+from rsft.tools.table import runs as table_runs
 
 
 def test_the_three_readmes_match_their_artifacts():
@@ -146,7 +146,7 @@ def fake_multirun(tmp_path):
 def test_table_publish_writes_table_figures_and_provenance(tmp_path, monkeypatch):
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(SPEC))
-    monkeypatch.setattr(table_mod.subprocess, "run", fake_multirun(tmp_path))
+    monkeypatch.setattr(table_runs.subprocess, "run", fake_multirun(tmp_path))
     results = tmp_path / "results"
     args = [str(path), "--output-root", str(tmp_path / "tables"), "--publish", "--results-root", str(results)]
     assert main(args) == 0
@@ -237,7 +237,7 @@ def test_provenance_keeps_the_starting_commit_when_the_code_changed_during_the_r
 def test_a_collect_only_publish_keeps_the_earlier_publish_record(tmp_path, monkeypatch):
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(SPEC))
-    monkeypatch.setattr(table_mod.subprocess, "run", fake_multirun(tmp_path))
+    monkeypatch.setattr(table_runs.subprocess, "run", fake_multirun(tmp_path))
     results = tmp_path / "results"
     common = ["--output-root", str(tmp_path / "tables"), "--publish", "--results-root", str(results)]
     assert main([str(path), *common]) == 0
