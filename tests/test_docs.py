@@ -98,7 +98,9 @@ def test_stale_lists_artifacts_whose_sources_changed_after_their_commit(tmp_path
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     directory = tmp_path / "experiments" / "results" / "toy"
     directory.mkdir(parents=True)
-    (directory / PROVENANCE).write_text(json.dumps({"commit": head, "date": "2026-12-01", "sources": ["model.py"]}))
+    machine = {"cpu_capability": docs.cpu_capability()}  # made on this machine's kind of CPU: no note
+    record = {"commit": head, "date": "2026-12-01", "sources": ["model.py"], "machine": machine}
+    (directory / PROVENANCE).write_text(json.dumps(record))
     assert docs.stale_report(tmp_path) == [f"fresh experiments/results/toy ({head[:10]}, 2026-12-01)"]
     (tmp_path / "other.py").write_text("y = 2\n")  # not a source of the artifact
     git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "other")
@@ -249,3 +251,18 @@ def test_a_collect_only_publish_keeps_the_earlier_publish_record(tmp_path, monke
     assert again["collected_only"] and again["earlier_publish"]["wall_seconds"] == first["wall_seconds"]
     assert again["earlier_publish"]["command"] == first["command"]
     assert "Collected from earlier runs by `rsft-table" in (results / "toy" / "table.md").read_text()
+
+
+def test_check_notes_artifacts_made_on_another_cpu_capability(tmp_path):
+    """Floating-point results are bitwise reproducible only on the same CPU capability (AVX2 vs AVX512 moved the
+    on-policy example's rates by up to 0.12): rsft-docs check says which artifacts came from another one."""
+    from rsft.tools.docs import capability_notes
+
+    for name, capability in (("same", "AVX512"), ("other", "AVX2"), ("unrecorded", None)):
+        machine = {"cpu": "x"} if capability is None else {"cpu": "x", "cpu_capability": capability}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "provenance.json").write_text(json.dumps({"machine": machine}))
+    notes = capability_notes([tmp_path / n for n in ("same", "other", "unrecorded")], "AVX512", tmp_path)
+    assert len(notes) == 2
+    assert notes[0].startswith("note: other was produced on a AVX2 CPU, this machine is AVX512")
+    assert "unrecorded was produced on a CPU whose capability was not recorded" in notes[1]
