@@ -184,6 +184,22 @@ CONFIG_ROWS = [
     ),
     # DRS / GAN
     ("gan-negative-latent", ["experiment=drs_gan", "model.net.latent_dim=-3"], "model.net.latent_dim must be positive"),
+    # component values, checked against the constructor's annotated parameter types when the run's parts are built
+    ("model-lr-string", ["model.net.lr=abc"], "model.net.lr='abc' is not a number: set model.net.lr to a number"),
+    ("credit-lr-string", ["experiment=credit_german", "model.net.lr=abc"], "model.net.lr='abc' is not a number"),
+    ("proposal-scale-string", ["proposal.scale=wide"], "proposal.scale='wide' is not a number"),
+    ("proposal-k-float", ["experiment=rft_arithmetic", "proposal.k=2.5"], "proposal.k=2.5 is not an integer"),
+    ("model-unknown-key", ["+model.net.bogus=1"], "model.net.bogus is not a parameter of rsft.models.flow.FlowModel"),
+    (
+        "slot-the-task-lacks",
+        ["acceptance=reweighing"],  # the density task has no data split to reweigh
+        "acceptance.data='@task.data': the task (DensityTask) has no 'data'",
+    ),
+    # trainer settings Lightning would refuse only once the run had started
+    ("trainer-devices-string", ["trainer.devices=abc"], "trainer.devices='abc' is not a device count"),
+    ("trainer-devices-zero", ["trainer.devices=0"], "trainer.devices=0 is not a device count"),
+    ("trainer-devices-list-on-cpu", ["trainer.devices=[0,1]"], "lists device indices, which only GPUs have"),
+    ("trainer-accelerator-unknown", ["trainer.accelerator=quantum"], "trainer.accelerator='quantum' is not an"),
 ]
 
 
@@ -217,6 +233,30 @@ UP_FRONT = (
     "max-epochs-negative",
     "batch-size-negative",
     "resume-missing",
+    # built before the run dir is touched: every component's own checks come first too
+    "log-M-nan",
+    "margin-below-one",
+    "defensive-weight-nan",
+    "defensive-weight-above-one",
+    "ring8-in-3d",
+    "credit-unknown-dataset",
+    "credit-unknown-sensitive",
+    "credit-missing-data-file",
+    "credit-empty-split",
+    "arith-one-operand",
+    "arith-unknown-operator",
+    "arith-negative-temperature",
+    "gan-negative-latent",
+    "model-lr-string",
+    "credit-lr-string",
+    "proposal-scale-string",
+    "proposal-k-float",
+    "model-unknown-key",
+    "slot-the-task-lacks",
+    "trainer-devices-string",
+    "trainer-devices-zero",
+    "trainer-devices-list-on-cpu",
+    "trainer-accelerator-unknown",
 )
 
 
