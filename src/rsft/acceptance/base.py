@@ -81,6 +81,11 @@ class Acceptance:
         multi-process run refuses a figure that is not declared here, so a new count is never averaged."""
         return {}
 
+    def budget_hint(self) -> str:
+        """A sentence the engine adds to its budget error: what this rule saw that explains a low rate, and the
+        setting to change ("" when the rule has nothing to add)."""
+        return ""
+
     def state_dict(self) -> dict[str, Any]:
         """What the rule carries from one round to the next, for a resumed run to continue exactly
         (saved in the checkpoint by the data module; most rules carry nothing)."""
@@ -201,6 +206,9 @@ class AllOf(Acceptance):
             for key, value in rule.stats().items():
                 out[f"rule{i}_{key}"] = value
         return out
+
+    def budget_hint(self) -> str:
+        return " ".join(hint for hint in (rule.budget_hint() for rule in self.rules) if hint)
 
     def stat_combiners(self) -> dict[str, str]:
         combiners = {}

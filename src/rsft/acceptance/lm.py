@@ -3,7 +3,8 @@
 Per-candidate rules look at one row: ``Verifier`` (final answer correct, optionally every equation
 too), ``RewardThreshold``, ``Boltzmann`` (a :class:`ProbabilisticAcceptance`). Group rules look at
 the k samples of one prompt, which the proposal keeps inside one chunk: ``BestOfN`` (top-1 by
-reward), ``ZeroVarianceFilter`` (drop groups whose rewards are all equal: all right or all wrong).
+reward), ``ZeroVarianceFilter`` (drop groups whose rewards are all equal: all right or all wrong),
+``PassRateBand`` (keep groups whose pass rate lies in a band: DAPO's dynamic sampling).
 Round rules keep state from ``start()`` across the chunks of one sampling round: ``MaxPerPrompt``
 (at most m kept per prompt, ReST-EM) and ``Dedup`` (one sample per distinct reasoning path per
 prompt, RFT). Compose them with :class:`rsft.acceptance.base.AllOf` (``acceptance=all_of``).
@@ -99,6 +100,68 @@ class ZeroVarianceFilter(Acceptance):
 
     def stat_combiners(self) -> dict[str, str]:
         return {"groups_seen": "sum", "groups_dropped": "sum"}
+
+
+class PassRateBand(Acceptance):
+    """Keep a prompt's whole group when its pass rate (the share of its k samples the verifier marks correct) lies
+    in the band (``acceptance=pass_rate_band``): DAPO's dynamic sampling, with the band configurable.
+
+    ``strict`` (default): low < rate < high, so the defaults (0, 1) drop the groups that are all wrong or all
+    right — the ones that give a group-relative method no signal. ``strict=false``: low ≤ rate ≤ high. Every
+    group's pass rate is counted, kept or not (``pass_rate_<c>_of_<k>``: groups with c of k correct), so a round
+    shows what the band cut; with ``sampler.count=groups`` the round draws prompts until enough groups are kept.
+    """
+
+    def __init__(self, low: float = 0.0, high: float = 1.0, strict: bool = True):
+        low, high = float(low), float(high)
+        if not (0.0 <= low <= 1.0 and 0.0 <= high <= 1.0):
+            raise ValueError(f"acceptance.low and acceptance.high must be pass rates in [0, 1], got {low}, {high}")
+        if low > high or (strict and low == high):
+            raise ValueError(
+                f"acceptance.low={low} and acceptance.high={high} leave no pass rate in the band "
+                f"({'low < rate < high' if strict else 'low ≤ rate ≤ high'}): set acceptance.low below acceptance.high"
+            )
+        self.low, self.high, self.strict = low, high, bool(strict)
+        self.start()
+
+    def start(self) -> None:
+        self.groups_seen = 0
+        self.groups_kept = 0
+        self.histogram: dict[tuple[int, int], int] = {}  # (correct, group size) → groups
+
+    def in_band(self, rate: torch.Tensor) -> torch.Tensor:
+        if self.strict:
+            return (rate > self.low) & (rate < self.high)
+        return (rate >= self.low) & (rate <= self.high)
+
+    def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        correct = field(batch, "correct", "acceptance=pass_rate_band", NEEDS_POLICY).long()
+        index, count = _group_index(batch, "pass_rate_band")
+        hits = torch.zeros(count, dtype=torch.long, device=correct.device).index_add_(0, index, correct)
+        sizes = torch.bincount(index, minlength=count)
+        keep = self.in_band(hits.double() / sizes.double())
+        self.groups_seen += count
+        self.groups_kept += int(keep.sum())
+        pairs, tally = torch.unique(torch.stack([hits, sizes], dim=1), dim=0, return_counts=True)
+        for (c, k), n in zip(pairs.tolist(), tally.tolist()):
+            self.histogram[(c, k)] = self.histogram.get((c, k), 0) + n
+        return keep[index]
+
+    def stats(self) -> dict[str, float]:
+        hist = {f"pass_rate_{c}_of_{k}": float(n) for (c, k), n in sorted(self.histogram.items())}
+        return {"groups_seen": float(self.groups_seen), "groups_kept": float(self.groups_kept), **hist}
+
+    def stat_combiners(self) -> dict[str, str]:
+        return dict.fromkeys(self.stats(), "sum")
+
+    def budget_hint(self) -> str:
+        """What the engine's budget error adds: the band and the pass rates the round saw."""
+        seen = ", ".join(f"{c}/{k}: {n}" for (c, k), n in sorted(self.histogram.items())) or "none yet"
+        band = f"{self.low:g} < rate < {self.high:g}" if self.strict else f"{self.low:g} ≤ rate ≤ {self.high:g}"
+        return (
+            f"acceptance=pass_rate_band keeps groups with {band}; groups by correct samples so far: {seen}. Widen the "
+            "band (acceptance.low / acceptance.high), use an easier prompt pool, or raise sampler.max_proposals"
+        )
 
 
 class Boltzmann(ProbabilisticAcceptance):
