@@ -33,7 +33,7 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from rsft.data import RejectionSamplingDataModule
 from rsft.models.checkpoint import load_weights_only
-from rsft.run.callbacks import EpochRecorder, SamplingStatsLogger, scalar_metrics
+from rsft.run.callbacks import EpochRecorder, SamplingStatsLogger, last_epoch_row, scalar_metrics
 from rsft.run.config import conf_dir, register_resolvers
 from rsft.run.console import quiet_library_notices
 from rsft.run.records import (
@@ -226,7 +226,10 @@ def _final_metrics(
     metrics: dict[str, float] = {}
     if before_path.is_file():
         metrics.update(json.loads(before_path.read_text()))
-    metrics.update(scalar_metrics(dict(trainer.callback_metrics)))
+    # Empty after resuming from the last epoch's checkpoint (killed before metrics.json): nothing was trained
+    # again, so the figures are the ones that epoch recorded.
+    figures = scalar_metrics(dict(trainer.callback_metrics))
+    metrics.update(figures or last_epoch_row(before_path.parent / "epochs.jsonl"))
     for key, value in scalar_metrics(datamodule.last_stats).items():
         metrics[f"sampling/{key}"] = value
     metrics["epochs"] = float(trainer.current_epoch)

@@ -94,6 +94,13 @@ class SamplingStatsLogger(pl.Callback):
             )
 
 
+def last_epoch_row(path: str | Path) -> dict[str, float]:
+    """The figures of the last row of an ``epochs.jsonl`` (without its epoch number); empty when there is none."""
+    path = Path(path)
+    rows = [line for line in path.read_text().splitlines() if line.strip()] if path.is_file() else []
+    return {k: v for k, v in json.loads(rows[-1]).items() if k != "epoch"} if rows else {}
+
+
 class EpochRecorder(pl.Callback):
     """Appends one JSON line per finished epoch (every logged scalar) to ``<run_dir>/epochs.jsonl``.
 
