@@ -23,9 +23,9 @@ import pytest
 import torch
 import yaml
 from local_cluster import BIN, LoopbackNamespace, NamespaceUnavailable, RayCluster, group_members, start, stop
+from test_ddp import TINY_LM
 
 pytestmark = pytest.mark.slow
-TESTS = Path(__file__).resolve().parent
 
 
 def job_env() -> dict[str, str]:
@@ -126,8 +126,8 @@ def sweep_jobs(sweep: Path) -> dict[int, Path]:
 
 
 def test_ray_sweep_runs_every_job_on_the_cluster(ray_sweep, ray_cluster):
-    """Mutations that fail it: the launcher running jobs in the driver (no pid of a Ray worker), or all on one
-    node (a single node, or num_cpus that fits every job on one); a run dir missing a file."""
+    """Mutation seen failing it: the launcher running the jobs in the driver process (no job's pid is a Ray
+    worker's)."""
     jobs = sweep_jobs(ray_sweep)
     assert sorted(jobs) == [0, 1, 2]
     nodes = []
@@ -149,8 +149,8 @@ def test_ray_sweep_runs_every_job_on_the_cluster(ray_sweep, ray_cluster):
 def test_relaunched_ray_sweep_finishes_only_the_missing_job(ray_sweep, ray_cluster, namespace, tmp_path):
     """Job 1 "died" after its last checkpoint, before metrics.json: the relaunch (skip_finished=true
     resume=auto, same sweep dir) leaves jobs 0 and 2 alone and ends job 1 with the figures it had.
-    Mutations that fail it: skip_finished ignored (jobs 0 and 2 rewritten); the resumed job's figures taken
-    from trainer.callback_metrics alone (they are empty after a resume from the last epoch: val/* missing)."""
+    The resumed job's figures come from its last epochs.jsonl row: taking them from trainer.callback_metrics
+    alone (empty after a resume from the last epoch) fails the fast twin of this test in test_sweep.py."""
     jobs = sweep_jobs(ray_sweep)
     lost = jobs[1] / "metrics.json"
     before = json.loads(lost.read_text())
@@ -181,8 +181,7 @@ TABLE = {
 
 def test_table_on_ray_equals_the_local_table(ray_cluster, namespace, tmp_path):
     """``rsft-table`` through the Ray launcher gives the table of the local launcher, cell for cell.
-    Mutations that fail it: a job seeded differently on Ray (e.g. hydra.job.num added to the seed), a cell
-    missing because the Ray run dirs differ from the table's layout."""
+    Mutation seen failing it: the Ray worker adding 1 to the job's seed."""
     spec = tmp_path / "ray_table.yaml"
     spec.write_text(yaml.safe_dump(TABLE))
     tables = {}
@@ -200,8 +199,8 @@ def test_table_on_ray_equals_the_local_table(ray_cluster, namespace, tmp_path):
 
 
 def test_stopping_the_ray_cluster_leaves_no_process(ray_cluster):
-    """Mutation that fails it: stop() sending only SIGTERM to ``ray start`` without killing its group when
-    the group outlives the grace period (see the raylet shutting down late), or stopping only the head."""
+    """Mutation seen failing it: stop() stopping only the head node (the worker node's processes stay; the
+    namespace fixture then kills them, so nothing leaks into the machine even then)."""
     assert len(ray_cluster.alive_nodes()) == 2
     ray_cluster.stop()
     assert ray_cluster.leftovers() == []
@@ -209,17 +208,8 @@ def test_stopping_the_ray_cluster_leaves_no_process(ray_cluster):
 
 # -- torchrun: one job over two "nodes" -----------------------------------------------------------------
 LM_SMALL = [
-    "task.num_sft=32",
-    "task.num_answer_only=32",
-    "task.num_eval=8",
-    "task.num_train_eval=8",
+    *TINY_LM,
     "proposal.k=2",
-    "proposal.chunk_prompts=8",
-    "proposal.max_new_tokens=12",
-    "model.net.n_embd=16",
-    "model.net.n_layer=1",
-    "model.net.eval_k=0",
-    "model.net.eval_max_new_tokens=12",
     # Keep every candidate: after 5 pre-training steps the verifier accepts almost nothing, which would make
     # the per-rank sets compared below empty. The rounds, prompts and streams are the experiment's own.
     "acceptance=all",
@@ -257,9 +247,8 @@ def test_two_node_torchrun_ends_with_the_two_process_metrics(job, namespace, tmp
     """``torchrun --nnodes=2`` (two agents, one process each, ``trainer=ddp_cpu trainer.num_nodes=2
     trainer.devices=1``) against ``trainer=ddp_cpu`` (two processes on one node): the same global ranks, so
     each rank draws the same share from the same stream and every figure but the wall-clock ones is equal.
-    Mutations that fail it: a rank stream keyed by the local rank (both torchrun ranks are local rank 0: the
-    two shares would be the same rows); metrics.json written by every rank; the node count ignored
-    (Lightning refuses a WORLD_SIZE of 2 for one node and one device)."""
+    Mutation seen failing it: the sampling stream keyed by the local rank instead of the global one (both
+    torchrun ranks are local rank 0, so they drew the same stream and the figures differ from ddp_cpu's)."""
     overrides = MULTI_NODE_JOBS[job]
     run_dir = two_node_torchrun(namespace, tmp_path, overrides)
     reference = tmp_path / "ddp_cpu"
@@ -298,8 +287,8 @@ def test_two_node_torchrun_ends_with_the_two_process_metrics(job, namespace, tmp
 def test_submitit_slurm_renders_the_sbatch_script(tmp_path):
     """The real path (Hydra → hydra-submitit-launcher → submitit) up to ``sbatch``, which is a stand-in here
     that records its argument and refuses: the test reads the script it was given and the pickled jobs.
-    Mutations that fail it: conf/hydra/launcher/submitit_slurm.yaml taking nodes or tasks_per_node from
-    anything but trainer.num_nodes / trainer.devices, or dropping partition / timeout_min."""
+    Mutation seen failing it: ``nodes: 1`` in conf/hydra/launcher/submitit_slurm.yaml instead of
+    trainer.num_nodes."""
     fake = tmp_path / "bin"
     fake.mkdir()
     stand_ins = {
