@@ -3,9 +3,12 @@
 rsft ships its own launcher because the Hydra plugin as released (hydra-ray-launcher 1.2.2) does not work
 with Ray 2.60 on a running cluster: it always passes ``object_store_memory`` to ``ray.init``, which Ray
 refuses when it connects to an existing cluster ("When connecting to an existing cluster,
-object_store_memory must not be provided"), and its ``cloudpickle<3`` pin conflicts with joblib >= 1.6
-(scikit-learn's). The config keeps the plugin's shape (``ray.init``: keyword arguments of ``ray.init``,
-``ray.remote``: task options), so Hydra also accepts it where that plugin is installed.
+object_store_memory must not be provided"; ``+hydra.launcher.ray.init.object_store_memory=null`` gets
+around it), and its ``cloudpickle<3`` pin conflicts with joblib >= 1.6, which requires ``cloudpickle>=3``
+(joblib comes with scikit-learn through the fairness extra). It also pulls ``ray[default]`` and boto3
+for its AWS launcher. The config keeps the plugin's shape (``ray.init``: keyword
+arguments of ``ray.init``, ``ray.remote``: task options), so Hydra also accepts it where that plugin is
+installed.
 
 What differs from running the jobs one after another in this process:
 
