@@ -131,6 +131,20 @@ def test_rank_steps_give_every_rank_the_same_steps_and_every_row_once(n, world, 
 
 # -- real two-process runs (gloo) -------------------------------------------------------------------
 TESTS = Path(__file__).resolve().parent
+#: rft_arithmetic at a size that runs in seconds per process: 32 SFT and 32 answer-only problems, a one-layer
+#: GPT of width 16, short answers, no pass@k evaluation (also used by tests/test_scale_out.py).
+TINY_LM = [
+    "task.num_sft=32",
+    "task.num_answer_only=32",
+    "task.num_eval=8",
+    "task.num_train_eval=8",
+    "proposal.chunk_prompts=8",
+    "proposal.max_new_tokens=12",
+    "model.net.n_embd=16",
+    "model.net.n_layer=1",
+    "model.net.eval_k=0",
+    "model.net.eval_max_new_tokens=12",
+]
 
 
 def two_ranks(tmp_path: Path, *overrides: str, timeout: int = 400) -> tuple[Path, subprocess.CompletedProcess]:
@@ -231,18 +245,9 @@ def test_lm_round_over_two_ranks_gives_every_prompt_exactly_k_samples(tmp_path):
         tmp_path,
         "experiment=rft_arithmetic",
         "debug=fast",
-        "task.num_sft=32",
-        "task.num_answer_only=32",
-        "task.num_eval=8",
-        "task.num_train_eval=8",
+        *TINY_LM,
         "proposal.pool=sft",
         f"proposal.k={k}",
-        "proposal.chunk_prompts=8",
-        "proposal.max_new_tokens=12",
-        "model.net.n_embd=16",
-        "model.net.n_layer=1",
-        "model.net.eval_k=0",
-        "model.net.eval_max_new_tokens=12",
         "eval_before=false",
         "acceptance=reward_threshold",
         "acceptance.threshold=-1e9",  # keep every candidate: the saved sets are the whole round
