@@ -1,8 +1,9 @@
 """task.reward_model: a sequence-classification model, built and saved in the test (random weights: the loading
 and scoring code is what is tested), scores (question, reply) pairs in batches into the ``reward`` field.
 
-Mutations seen failing these tests (each reverted): left padding (the classifier then reads a pad position:
-batch sizes 1 and 5 disagree); no attention mask passed; the chat text rendered with the generation prompt
+Mutations seen failing these tests (each reverted): left padding and no attention mask (the encoder reward
+model's scores then change with the batch: a causal decoder with rotary positions is immune to both, so the
+batching test runs on both kinds); the chat text rendered with the generation prompt
 instead of the assistant's reply; the pair format encoded as one concatenated string (no separators);
 ``probability`` for two labels as sigmoid of label 1 alone; the task keeping the verifier's score as reward.
 """
@@ -36,25 +37,33 @@ QUESTIONS = ["How many pens?", "Sam has 3 pens and buys 4 more. How many pens do
 REPLIES = ["7", "3+4=7\n#### 7", "It is 12 pens, because 3 + 4 = 7 and then more pens arrive.", "", "#### 7"]
 
 
-def classifier(tokenizer, num_labels: int):
+#: A decoder reward model (reads the last real token; causal, rotary positions) and an encoder one (reads [CLS];
+#: attends both ways, absolute positions: padding on the wrong side or unmasked changes its scores).
+ARCHITECTURES = {
+    "llama": {"num_key_value_heads": 1},
+    "bert": {"type_vocab_size": 2},
+}
+
+
+def classifier(tokenizer, num_labels: int, model_type: str):
     config = transformers.AutoConfig.for_model(
-        "llama",
+        model_type,
         hidden_size=32,
         intermediate_size=64,
         num_hidden_layers=1,
         num_attention_heads=2,
-        num_key_value_heads=1,
         max_position_embeddings=256,
         vocab_size=len(tokenizer),
         num_labels=num_labels,
         pad_token_id=tokenizer.pad_token_id,
+        **ARCHITECTURES[model_type],
     )
     torch.manual_seed(0)
     return transformers.AutoModelForSequenceClassification.from_config(config)
 
 
-def save(path: Path, tokenizer, num_labels: int = 1) -> Path:
-    classifier(tokenizer, num_labels).save_pretrained(path)
+def save(path: Path, tokenizer, num_labels: int = 1, model_type: str = "llama") -> Path:
+    classifier(tokenizer, num_labels, model_type).save_pretrained(path)
     tokenizer.save_pretrained(path)
     return path
 
@@ -66,12 +75,12 @@ def chat_tokenizer():
 
 
 def pair_tokenizer():
-    """A tokenizer without a chat template whose text pairs get [CLS] q [SEP] r [SEP] (BERT-style)."""
+    """A tokenizer without a chat template whose text pairs get [CLS] q [SEP] r [SEP], r of token type 1 (BERT)."""
     tokenizers = pytest.importorskip("tokenizers")
     tok = byte_bpe_tokenizer(TEXTS, 300, eos="[SEP]", pad="[PAD]", extra_special=("[CLS]",))
     cls, sep = tok.convert_tokens_to_ids("[CLS]"), tok.convert_tokens_to_ids("[SEP]")
     tok.backend_tokenizer.post_processor = tokenizers.processors.TemplateProcessing(
-        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B [SEP]", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
+        single="[CLS] $A [SEP]", pair="[CLS] $A [SEP] $B:1 [SEP]:1", special_tokens=[("[CLS]", cls), ("[SEP]", sep)]
     )
     return tok
 
@@ -83,7 +92,7 @@ def chat_rm(tmp_path_factory) -> Path:
 
 @pytest.fixture(scope="module")
 def pair_rm(tmp_path_factory) -> Path:
-    return save(tmp_path_factory.mktemp("rm_pair"), pair_tokenizer(), num_labels=2)
+    return save(tmp_path_factory.mktemp("rm_pair"), pair_tokenizer(), num_labels=2, model_type="bert")
 
 
 def one_by_one(model: RewardModel, questions, replies) -> torch.Tensor:

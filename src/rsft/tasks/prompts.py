@@ -144,69 +144,17 @@ class PromptsTask(QuestionAnswerTask):
         self.seed = int(seed)
         self.dedup = bool(dedup)
 
-        train_file = read_prompt_file(path, "task.path")  # type: ignore[arg-type]
-        train, train_dups = self._problems(train_file, "task.path")
-        if test_path is not None:
-            if test_size is not None:
-                raise ValueError(
-                    "task.test_path and task.test_size are both set; give one held-out split (set the other to null)"
-                )
-            test_file = read_prompt_file(test_path, "task.test_path")
-            test, test_dups = self._problems(test_file, "task.test_path")
-            train, overlap = self._drop_overlap(train, test)
-        elif test_size is not None:
-            test_file, test_dups, overlap = None, 0, 0
-            train, test = self._split(train, test_size)
-        else:
-            raise ValueError(
-                "task=prompts needs a held-out split to evaluate on: set task.test_path=FILE, or task.test_size to a "
-                "number of rows (or a fraction) of task.path to hold out"
-            )
-        rng = random.Random(f"{self.seed}:train")
-        rng.shuffle(train)
-        if few_shot >= len(train):
-            raise ValueError(
-                f"task.few_shot={few_shot} takes every one of the {len(train)} training rows; lower it (the rest are "
-                "the problems)"
-            )
-        examples, pool = train[:few_shot], train[few_shot:]
-        if num_sft is not None and num_sft > len(pool):
-            raise ValueError(
-                f"task.num_sft={num_sft} but task.path has only {len(pool)} training problems (after the held-out "
-                f"split and {few_shot} few-shot examples); lower task.num_sft or set it to null (all)"
-            )
-        pool = pool[: num_sft if num_sft is not None else len(pool)]
-        random.Random(f"{self.seed}:test").shuffle(test)
-        if num_eval is not None and num_eval > len(test):
-            raise ValueError(
-                f"task.num_eval={num_eval} but the held-out split has only {len(test)} problems; lower task.num_eval "
-                "or set it to null (all)"
-            )
-        evaluated = test[: num_eval if num_eval is not None else len(test)]
-
+        train, test, files = self._read_splits(path, test_path, test_size)
+        examples, pool, evaluated = self._draw(train, test, few_shot, num_sft, num_eval)
         self.examples = [self._entry_of(p) for p in examples]
         self.entries = [self._entry_of(p) for p in pool + evaluated]
         self.num_sft, self.num_answer_only = len(pool), 0
         self._set_pools(len(pool), 0, len(evaluated), num_train_eval)
         gold_checked, gold_correct = self._check_gold(pool)
+        files["train"].update(few_shot=len(examples), pool=len(pool), unused=len(train) - len(examples) - len(pool))
+        files["test"].update(held_out=len(test), evaluated=len(evaluated))
         self._records = {
-            "train": {
-                **self._file_record(train_file),
-                "duplicate_questions_dropped": train_dups,
-                "in_test_dropped": overlap,
-                "held_out": 0 if test_file is not None else len(test),
-                "few_shot": len(examples),
-                "pool": len(pool),
-                "unused": len(train) - len(examples) - len(pool),
-            },
-            "test": {
-                **(self._file_record(test_file) if test_file is not None else {"split_from": "task.path"}),
-                "duplicate_questions_dropped": test_dups,
-                "held_out": len(test),
-                "evaluated": len(evaluated),
-            },
-            "columns": self.columns,
-            "columns_found": train_file.columns,
+            **files,
             "reference_format": reference_format,
             "answer_format": answer_format,
             "verifier": self.verifier.name,
@@ -218,6 +166,70 @@ class PromptsTask(QuestionAnswerTask):
         }
 
     # -- reading and splitting ----------------------------------------------------------------------
+    def _read_splits(
+        self, path: str | None, test_path: str | None, test_size: int | float | None
+    ) -> tuple[list[Problem], list[Problem], dict[str, Any]]:
+        """The training and held-out problems, and what was read and dropped (for ``prompts.json``)."""
+        train_file = read_prompt_file(path, "task.path")  # type: ignore[arg-type]
+        train, train_dups = self._problems(train_file, "task.path")
+        record = {
+            "columns": self.columns,
+            "columns_found": train_file.columns,
+            "train": {**self._file_record(train_file), "duplicate_questions_dropped": train_dups},
+        }
+        if test_path is not None:
+            if test_size is not None:
+                raise ValueError(
+                    "task.test_path and task.test_size are both set; give one held-out split (set the other to null)"
+                )
+            test_file = read_prompt_file(test_path, "task.test_path")
+            test, test_dups = self._problems(test_file, "task.test_path")
+            train, overlap = self._drop_overlap(train, test)
+            record["train"].update(in_test_dropped=overlap, held_out=0)
+            record["test"] = {**self._file_record(test_file), "duplicate_questions_dropped": test_dups}
+        elif test_size is not None:
+            train, test = self._split(train, test_size)
+            record["train"].update(in_test_dropped=0, held_out=len(test))
+            record["test"] = {"split_from": "task.path", "duplicate_questions_dropped": 0}
+        else:
+            raise ValueError(
+                "task=prompts needs a held-out split to evaluate on: set task.test_path=FILE, or task.test_size to a "
+                "number of rows (or a fraction) of task.path to hold out"
+            )
+        if not train:
+            raise ValueError(
+                "task.path has no training rows left: every question in it is also held out; give a training file "
+                "with other questions than task.test_path"
+            )
+        return train, test, record
+
+    def _draw(
+        self, train: list[Problem], test: list[Problem], few_shot: int, num_sft: int | None, num_eval: int | None
+    ) -> tuple[list[Problem], list[Problem], list[Problem]]:
+        """The few-shot examples and the sft pool (from one seeded order of the training rows, so a larger
+        ``num_sft`` extends the pool), and the held-out problems evaluated (from their own seeded order)."""
+        train = list(train)
+        random.Random(f"{self.seed}:train").shuffle(train)
+        if few_shot >= len(train):
+            raise ValueError(
+                f"task.few_shot={few_shot} takes every one of the {len(train)} training rows; lower it (the rest are "
+                "the problems)"
+            )
+        examples, pool = train[:few_shot], train[few_shot:]
+        if num_sft is not None and num_sft > len(pool):
+            raise ValueError(
+                f"task.num_sft={num_sft} but task.path has only {len(pool)} training problems (after the held-out "
+                f"split and {few_shot} few-shot examples); lower task.num_sft or set it to null (all)"
+            )
+        test = list(test)
+        random.Random(f"{self.seed}:test").shuffle(test)
+        if num_eval is not None and num_eval > len(test):
+            raise ValueError(
+                f"task.num_eval={num_eval} but the held-out split has only {len(test)} problems; lower task.num_eval "
+                "or set it to null (all)"
+            )
+        return examples, pool[:num_sft], test[:num_eval]  # a slice to None is all of it
+
     def _problems(self, file: PromptFile, key: str) -> tuple[list[Problem], int]:
         """Every row of ``file`` as a problem, each checked; duplicate questions refused or (dedup) dropped."""
         missing = [f"task.{role}={name!r}" for role, name in self.columns.items() if name not in file.columns]
