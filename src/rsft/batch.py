@@ -85,9 +85,9 @@ FIELDS: dict[str, Field] = {
         ),
         Field(
             "reward",
-            "the task's score of a completion (0 for an unfinished one)",
+            "the task's score of a completion (0 for an unfinished one): its verifier's, or a reward model's",
             "float32, (n,)",
-            "policy, from the task's verifier",
+            "policy, from the task's verifier or reward model (task.reward_model)",
         ),
         Field(
             "correct", "the verifier's verdict on the final answer", "bool, (n,)", "policy, from the task's verifier"

@@ -18,7 +18,7 @@ from rsft.acceptance.base import Acceptance, ProbabilisticAcceptance
 from rsft.batch import Batch, field
 
 #: What a rule that reads completions' fields needs upstream.
-NEEDS_POLICY = "use proposal=policy with a task that scores completions (task=arithmetic or reasoning_gym)"
+NEEDS_POLICY = "use proposal=policy with a task that scores completions (task=arithmetic, reasoning_gym or prompts)"
 
 
 def _group_index(batch: Batch, rule: str) -> tuple[torch.Tensor, int]:
