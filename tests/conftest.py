@@ -39,3 +39,14 @@ def byte_bpe_tokenizer(texts: list[str], vocab_size: int, eos: str, pad: str, ex
     specials = list(dict.fromkeys([eos, pad, *extra_special]))
     bpe.train_from_iterator(texts * 20, vocab_size=vocab_size, min_frequency=1, special_tokens=specials)
     return transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=eos, pad_token=pad)
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models: several intra-op threads only fight over the shared cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

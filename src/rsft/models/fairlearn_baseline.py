@@ -37,7 +37,7 @@ is unpickled. The refit costs one fit (seconds) per resume.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,10 +98,12 @@ class FairlearnBaseline(TabularDecisionModel):
         threshold_split: str = "val",
         l2: float | None = None,
         lr: float = 1e-3,
+        groups: Sequence[str] | None = None,
+        reference: int = 1,
     ):
         # l2 (model=logistic's ½·l2·‖w‖² on the mean loss), when an experiment sets it, fixes the base learner's
         # C = 1 / (l2 · n) so both rows regularise alike; lr is accepted for the same reason and not used.
-        super().__init__(eval_splits, threshold_split, lr=lr)
+        super().__init__(eval_splits, threshold_split, lr=lr, groups=groups, reference=reference)
         if method not in METHODS:
             raise ValueError(
                 f"model.net.method={method!r} is not a fairlearn baseline; choose one of {', '.join(METHODS)}"
