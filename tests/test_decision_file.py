@@ -12,6 +12,8 @@ import csv
 import gzip
 import json
 import os
+import shlex
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -222,3 +224,31 @@ def test_a_zero_one_label_needs_no_favorable_value(tmp_path):
     assert table.label.tolist() == [r["decision"] for r in rows]
     flipped = load_file_table(data, label="decision", favorable=0, sensitive="district", drop=["applicant"])
     assert (flipped.label == 1 - table.label).all()
+
+
+def test_the_readme_command_of_a_lender_runs_as_printed(tmp_path, monkeypatch):
+    """README "Your own table": the command, as printed, on a loans.csv with the columns it names."""
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    section = readme.split("### Your own table", 1)[1]
+    block = section.split("```bash\n", 1)[1].split("```", 1)[0]
+    words = shlex.split(block.replace("\\\n", " "))
+    assert words[:2] == ["rsft-train", "experiment=decisions_file"]
+    rows = applications(600, seed=5)
+    table = [
+        {
+            "region": {"harbour": "north", "hills": "south", "old town": "coast"}[r["district"]],
+            "income": r["income_k"],
+            "term": r["tenure_years"],
+            "repaid": "yes" if r["decision"] == "approve" else "no",
+        }
+        for r in rows
+    ]
+    monkeypatch.chdir(tmp_path)
+    with open("loans.csv", "w", newline="") as handle:
+        writer = csv.DictWriter(handle, fieldnames=list(table[0]))
+        writer.writeheader()
+        writer.writerows(table)
+    train(compose([*words[1:], *FAST, f"paths.output_dir={tmp_path / 'run'}"]))
+    choices = json.loads((tmp_path / "run" / "data_choices.json").read_text())
+    assert [g["name"] for g in choices["groups"]] == ["region=coast", "region=north", "region=south"]
+    assert choices["label"]["column"] == "repaid" and choices["label"]["favorable"] == "yes"

@@ -34,7 +34,14 @@ from rsft.acceptance.fairness import (
     reweighing_table,
     reweighing_weights,
 )
-from rsft.metrics.fairness import classification_report, group_rates
+from rsft.metrics.fairness import (
+    average_odds_difference,
+    classification_report,
+    disparate_impact,
+    equal_opportunity_difference,
+    group_rates,
+    statistical_parity_difference,
+)
 from rsft.metrics.fairness_report import FairnessReport, max_abs_label_spd, parity, per_group
 from rsft.models.fairlearn_baseline import FairlearnBaseline
 from rsft.models.tabular import LogisticRegression
@@ -240,6 +247,14 @@ def test_two_groups_keep_aif360s_names_and_values():
     assert report["disparate_impact"] == report["disparate_impact/0"] == pytest.approx((1 / 4) / (2 / 4))
     assert report["statistical_parity_difference"] == pytest.approx(1 / 4 - 2 / 4)
     assert report["worst_group_disparate_impact"] == pytest.approx(1 / 2)
+    # on random decisions, the plain names are exactly AIF360's unprivileged − privileged functions
+    g = torch.Generator().manual_seed(0)
+    s2, y2, d2 = (torch.randint(0, 2, (1000,), generator=g) for _ in range(3))
+    plain = classification_report(d2.float(), y2, s2, 0.5)
+    assert plain["statistical_parity_difference"] == statistical_parity_difference(d2, s2)
+    assert plain["disparate_impact"] == disparate_impact(d2, s2)
+    assert plain["average_odds_difference"] == average_odds_difference(d2, y2, s2)
+    assert plain["equal_opportunity_difference"] == equal_opportunity_difference(d2, y2, s2)
     flipped = classification_report(d.float(), y, s, 0.5, reference=0)  # the other group against group 0
     assert flipped["disparate_impact"] == pytest.approx(2.0)
     assert flipped["worst_group_disparate_impact"] == pytest.approx(0.5)

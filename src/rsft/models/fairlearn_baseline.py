@@ -18,6 +18,11 @@ Methods (``model.net.method``):
   (post-processing: group-specific thresholds on the base learner's probabilities; it reads the
   sensitive attribute at prediction time).
 
+The sensitive feature handed to fairlearn is the task's group id ``s``: the binary attribute, or one of K
+groups (the values of an attribute, or the value tuples of several), which ``MetricFrame``,
+``ExponentiatedGradient`` and ``ThresholdOptimizer`` take as they are (REFERENCES §9); the evaluation compares
+every group with the task's reference group, as for the other models.
+
 Both predict randomized decisions; they are drawn with ``random_state=model.net.seed`` per batch, so a
 run is reproducible. The scores handed to the evaluation are those 0/1 decisions: every threshold of
 the grid then gives the same decisions, so the validation split chooses nothing (``<split>/threshold``

@@ -636,8 +636,9 @@ def load_decision_split(
         source: tuple = ("file", None if file is None else str(file), stat and stat.st_mtime_ns, stat and stat.st_size)
         source += (options,)
     else:
+        given = {"label": label, "favorable": favorable, "features": features, "drop": drop, "categorical": categorical}
         for key in FILE_KEYS:
-            if locals()[key] is not None:
+            if given[key] is not None:
                 raise ValueError(
                     f"task.data.{key} describes a user's file (task.data.dataset=file); {dataset} has its fixed "
                     f"preprocessing: remove task.data.{key}"
