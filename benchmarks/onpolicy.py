@@ -126,7 +126,10 @@ def on_policy(experiment: str, target, seed: int, extra: list[str]) -> dict:
         train(cfg)
         wall = time.perf_counter() - start
         rows = [json.loads(line) for line in (run_dir / "epochs.jsonl").read_text().splitlines()]
-        batches = {r["epoch"]: torch.load(run_dir / "accepted" / f"epoch_{r['epoch']:03d}.pt")["x"] for r in rows}
+        batches = {
+            r["epoch"]: torch.load(run_dir / "accepted" / f"epoch_{r['epoch']:03d}.pt", weights_only=True)["x"]
+            for r in rows
+        }
     rounds = [
         {
             "epoch": r["epoch"],

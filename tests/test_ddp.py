@@ -19,6 +19,7 @@ import torch
 
 from rsft.data import combine_rank_stats, rank_steps
 from rsft.run.config import compose
+from rsft.sampling import ENGINE_STAT_COMBINERS
 from rsft.train import train
 
 
@@ -46,12 +47,56 @@ def test_rank_stats_combine():
         "rule0_max_log_ratio": 0.7,
         "round_correct": 0.4,
     }
-    out = combine_rank_stats([a, b])
+    declared = {
+        **ENGINE_STAT_COMBINERS,
+        "log_M": "max",
+        "envelope_violations": "sum",
+        "rule0_envelope_violations": "sum",
+        "rule0_max_log_ratio": "max",
+        "round_correct": "mean",
+    }
+    out = combine_rank_stats([a, b], declared)
     assert out["proposals"] == 400 and out["accepted"] == 20 and out["envelope_violations"] == 2
     assert out["acceptance_rate"] == 20 / 400  # from the totals, not a mean of rates
     assert out["seconds"] == 4 and out["proposals_per_s"] == 480 / 4
     assert out["log_M"] == 3.0 and out["rule0_max_log_ratio"] == 0.7 and out["rule0_envelope_violations"] == 4
     assert out["round_correct"] == pytest.approx(0.3)
+    # A figure nobody declared is refused, naming where to declare it (averaged, a count would read as a share).
+    with pytest.raises(ValueError, match="'rule0_widgets' has no declared way to combine.*in MyRule.stat_combiners"):
+        combine_rank_stats(
+            [{**a, "rule0_widgets": 1.0}, {**b, "rule0_widgets": 2.0}],
+            {**declared, "_owners": "MyRule.stat_combiners()"},
+        )
+
+
+def test_every_builtin_rule_and_proposal_declares_how_its_figures_combine():
+    """Each built-in rule's and proposal's figures after a real sampling call are all declared (a multi-process run
+    refuses undeclared ones), and every declaration names a known combination."""
+    from rsft import rejection_sample
+    from rsft.acceptance.density import DensityRatio, Region, TemperedDensityRatio
+    from rsft.acceptance.lm import Dedup, MaxPerPrompt, ZeroVarianceFilter
+    from rsft.proposals.distribution import gaussian
+
+    proposal = gaussian(dim=2, scale=3.0)
+    normal = torch.distributions.Independent(torch.distributions.Normal(torch.zeros(2), torch.ones(2)), 1)
+    rules = [
+        DensityRatio(normal),
+        Region(lambda x: x.norm(dim=1) < 1.0),
+        TemperedDensityRatio(normal, reference=proposal.dist),
+    ]
+    for rule in rules:
+        result = rejection_sample(proposal, rule, num_proposals=4096, seed=0)
+        numbers = {key for key, value in result.stats.items() if isinstance(value, (int, float))}  # what is combined
+        missing = numbers - set(ENGINE_STAT_COMBINERS) - set(rule.stat_combiners())
+        assert not missing, (type(rule).__name__, missing)
+    lm_batch = {"prompt_id": torch.arange(8) // 2, "group": torch.arange(8) // 2, "reward": torch.rand(8)}
+    lm_batch["path_hash"] = torch.arange(8)
+    for rule in (Dedup(), MaxPerPrompt(1), ZeroVarianceFilter()):
+        rule.start()
+        rule.accept(lm_batch, torch.Generator().manual_seed(0))
+        assert set(rule.stat_combiners()) == set(rule.stats()), type(rule).__name__
+    for rule in rules:
+        assert set(rule.stat_combiners().values()) <= {"sum", "mean", "max", "min"}
 
 
 def test_multi_process_from_python_is_refused(tmp_path):
@@ -87,6 +132,20 @@ def test_rank_steps_give_every_rank_the_same_steps_and_every_row_once(n, world, 
 
 # -- real two-process runs (gloo) -------------------------------------------------------------------
 TESTS = Path(__file__).resolve().parent
+#: rft_arithmetic at a size that runs in seconds per process: 32 SFT and 32 answer-only problems, a one-layer
+#: GPT of width 16, short answers, no pass@k evaluation (also used by tests/test_scale_out.py).
+TINY_LM = [
+    "task.num_sft=32",
+    "task.num_answer_only=32",
+    "task.num_eval=8",
+    "task.num_train_eval=8",
+    "proposal.chunk_prompts=8",
+    "proposal.max_new_tokens=12",
+    "model.net.n_embd=16",
+    "model.net.n_layer=1",
+    "model.net.eval_k=0",
+    "model.net.eval_max_new_tokens=12",
+]
 
 
 def two_ranks(tmp_path: Path, *overrides: str, timeout: int = 400) -> tuple[Path, subprocess.CompletedProcess]:
@@ -187,18 +246,9 @@ def test_lm_round_over_two_ranks_gives_every_prompt_exactly_k_samples(tmp_path):
         tmp_path,
         "experiment=rft_arithmetic",
         "debug=fast",
-        "task.num_sft=32",
-        "task.num_answer_only=32",
-        "task.num_eval=8",
-        "task.num_train_eval=8",
+        *TINY_LM,
         "proposal.pool=sft",
         f"proposal.k={k}",
-        "proposal.chunk_prompts=8",
-        "proposal.max_new_tokens=12",
-        "model.net.n_embd=16",
-        "model.net.n_layer=1",
-        "model.net.eval_k=0",
-        "model.net.eval_max_new_tokens=12",
         "eval_before=false",
         "acceptance=reward_threshold",
         "acceptance.threshold=-1e9",  # keep every candidate: the saved sets are the whole round
@@ -210,3 +260,23 @@ def test_lm_round_over_two_ranks_gives_every_prompt_exactly_k_samples(tmp_path):
         assert len(counts) == prompts and set(counts.values()) == {k}, counts  # exactly k each, over both ranks
         assert not set(parts[0].tolist()) & set(parts[1].tolist())  # whole prompts per rank
         assert row["sampling/round_candidates"] == prompts * k and row["sampling/round_prompts"] == prompts
+
+
+@pytest.mark.slow
+def test_a_rule_declares_how_its_new_count_combines_over_processes(tmp_path):
+    """A rule from outside rsft (tests/ddp_rules.py) reports a new count and a new rate and declares them 'sum' and
+    'mean': under two processes the count is the total over ranks and the rate the mean, with no change to rsft's
+    data module. Mutation: declaring the count 'mean' gives half the total and fails."""
+    run_dir, done = two_ranks(
+        tmp_path,
+        "experiment=density_grid25",
+        "debug=fast",
+        "sampler.num_accepted=null",
+        "sampler.num_proposals=2000",
+        "acceptance._target_=ddp_rules.CountingRule",
+    )
+    assert done.returncode == 0, done.stderr[-4000:]
+    for row in epoch_rows(run_dir):
+        assert row["sampling/proposals_drawn"] == 2000
+        assert row["sampling/widgets_judged"] == 2000  # 1000 per rank, summed
+        assert row["sampling/widget_share"] == pytest.approx(0.5)  # 0.5 on each rank, averaged

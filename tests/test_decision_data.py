@@ -71,17 +71,53 @@ def test_unknown_dataset_and_sensitive_attribute():
         load_decision_split("german", "race")
 
 
-def test_sensitive_attribute_must_be_binary_with_both_groups():
-    def table(s):
-        n = len(s)
-        return TabularTable("toy", np.zeros((n, 1)), ("f",), np.array([0, 1] * (n // 2)), {"grp": np.array(s)})
+def toy_table(s, y, levels=None):
+    s, y = np.array(s), np.array(y)
+    return TabularTable("toy", np.arange(len(s), dtype=float)[:, None], ("f",), y, {"grp": s}, levels or {})
 
-    with pytest.raises(ValueError, match="'grp' must be binary.*values \\[0, 1, 2\\]"):
-        split_table(table([0, 1, 2, 0, 1, 2]), "grp", seed=0)
-    with pytest.raises(ValueError, match="only the group"):
-        split_table(table([1, 1, 1, 1]), "grp", seed=0)
+
+def test_groups_of_a_table_their_checks_and_the_reference():
+    # three groups of 20 rows; favourable rates 0.25, 0.5, 0.75
+    s = [0] * 20 + [1] * 20 + [2] * 20
+    y = [1] * 5 + [0] * 15 + [1] * 10 + [0] * 10 + [1] * 15 + [0] * 5
+    split = split_table(toy_table(s, y, {"grp": ("a", "b", "c")}), "grp", seed=0, stratify=True)
+    assert split.groups == ("grp=a", "grp=b", "grp=c") and split.group_keys == ("a", "b", "c")
+    assert split.reference == 2  # no privileged group named: the highest favourable rate on the training split
+    assert "highest favourable-label rate" in split.records["reference"]["why"]
+    assert sorted(torch.unique(split.test["s"]).tolist()) == [0, 1, 2]
+    # each (group, label) cell cut on its own: int(0.7·15) + int(0.7·5) = 13, int(0.7·10) · 2 = 14
+    assert [g["train"] for g in split.records["groups"]] == [13, 14, 13]
+    chosen = split_table(toy_table(s, y, {"grp": ("a", "b", "c")}), "grp", seed=0, stratify=True, reference="a")
+    assert chosen.reference == 0 and chosen.records["reference"]["why"] == "task.data.reference"
+    with pytest.raises(
+        ValueError, match=r"task.data.reference='z' is not a group of toy .* the groups: \['a', 'b', 'c'\]"
+    ):
+        split_table(toy_table(s, y, {"grp": ("a", "b", "c")}), "grp", seed=0, reference="z")
+    with pytest.raises(ValueError, match="task.data.sensitive='grp' gives one group only"):
+        split_table(toy_table([1] * 6, [0, 1] * 3), "grp", seed=0)
+    with pytest.raises(ValueError, match=r"the cell \(group grp=2, label y=0\) has no rows in toy"):
+        split_table(toy_table([0, 1, 2, 0, 1, 2], [0, 1, 1, 1, 0, 1]), "grp", seed=0)
     with pytest.raises(ValueError, match="task.data.sensitive='age' is not a sensitive attribute of toy"):
-        split_table(table([0, 1, 0, 1]), "age", seed=0)
+        split_table(toy_table([0, 1, 0, 1], [0, 1, 1, 0]), "age", seed=0)
+
+
+def test_a_group_missing_from_a_split_names_the_split_and_the_fix():
+    # group 2 has two rows (one per label): an unstratified 70/15/15 cut of 40 rows puts them somewhere
+    s = [0] * 19 + [1] * 19 + [2, 2]
+    y = [0, 1] * 20
+    messages = set()
+    for seed in range(100):
+        try:
+            split_table(toy_table(s, y), "grp", seed=seed)
+        except ValueError as err:
+            messages.add(str(err).split(" split")[0].split("no rows in the ")[-1])
+            assert "set task.data.stratify=true" in str(err)
+    assert {"training", "validation", "test"} <= messages
+    # stratified, a one-row cell goes to the test split: the error says to merge the group instead
+    with pytest.raises(
+        ValueError, match=r"group grp=2 has no rows in the training split .*merge the group with another"
+    ):
+        split_table(toy_table(s, y), "grp", seed=0, stratify=True)
 
 
 def test_data_path_that_does_not_exist(tmp_path):
@@ -168,3 +204,26 @@ def test_stratified_split_keeps_every_cell_in_every_split():
     # same seed, same split; another seed, another split
     assert torch.equal(load_decision_split("heart", "sex", seed=5, stratify=True).test["x"], split.test["x"])
     assert not torch.equal(load_decision_split("heart", "sex", seed=6, stratify=True).test["x"], split.test["x"])
+
+
+def test_adult_intersectional_groups_keep_the_binary_features():
+    four = load_decision_split("adult", ["sex", "race"], seed=0, stratify=True)
+    assert four.groups == (
+        "sex=Female & race=non-White",
+        "sex=Female & race=White",
+        "sex=Male & race=non-White",
+        "sex=Male & race=White",
+    )
+    assert four.group_keys[0] == "Female&non-White"
+    assert four.groups[four.reference] == "sex=Male & race=White"  # the highest favourable rate (31.5 %)
+    ten = load_decision_split("adult", ["sex", "race_full"], seed=0, stratify=True, reference=["Male", "White"])
+    assert len(ten.groups) == 10 and ten.groups[ten.reference] == "sex=Male & race_full=White"
+    sizes = {g["name"]: g["rows"] for g in ten.records["groups"]}
+    assert sizes["sex=Female & race_full=Other"] == 155 and sum(sizes.values()) == 48_842
+    # race_full is an attribute, not a feature: the 18 columns of AIF360's preprocessing stay as they are
+    binary = load_decision_split("adult", "sex", seed=0)
+    assert ten.feature_names == binary.feature_names and ten.input_dim == 18
+    # a list of one attribute is that attribute (same cached split, reference = the privileged group)
+    assert load_decision_split("adult", ["sex"], seed=0) is binary and binary.reference == 1
+    with pytest.raises(ValueError, match="task.data.sensitive='race5' is not a sensitive attribute of adult"):
+        load_decision_split("adult", ["sex", "race5"])

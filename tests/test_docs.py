@@ -9,11 +9,11 @@ import pytest
 import yaml
 
 from rsft.tools import docs
-from rsft.tools import table as table_mod
 from rsft.tools.docs import DocsError, differences, fill
 from rsft.tools.provenance import FIGURES, PROVENANCE, read_provenance
 from rsft.tools.sources import run_sources
 from rsft.tools.table import load_spec, main
+from rsft.tools.table import runs as table_runs
 
 
 def test_the_three_readmes_match_their_artifacts():
@@ -98,7 +98,9 @@ def test_stale_lists_artifacts_whose_sources_changed_after_their_commit(tmp_path
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=tmp_path, capture_output=True, text=True).stdout.strip()
     directory = tmp_path / "experiments" / "results" / "toy"
     directory.mkdir(parents=True)
-    (directory / PROVENANCE).write_text(json.dumps({"commit": head, "date": "2026-12-01", "sources": ["model.py"]}))
+    machine = {"cpu_capability": docs.cpu_capability()}  # made on this machine's kind of CPU: no note
+    record = {"commit": head, "date": "2026-12-01", "sources": ["model.py"], "machine": machine}
+    (directory / PROVENANCE).write_text(json.dumps(record))
     assert docs.stale_report(tmp_path) == [f"fresh experiments/results/toy ({head[:10]}, 2026-12-01)"]
     (tmp_path / "other.py").write_text("y = 2\n")  # not a source of the artifact
     git(tmp_path, "-c", "user.email=t@t", "-c", "user.name=t", "commit", "-qam", "other")
@@ -146,7 +148,7 @@ def fake_multirun(tmp_path):
 def test_table_publish_writes_table_figures_and_provenance(tmp_path, monkeypatch):
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(SPEC))
-    monkeypatch.setattr(table_mod.subprocess, "run", fake_multirun(tmp_path))
+    monkeypatch.setattr(table_runs.subprocess, "run", fake_multirun(tmp_path))
     results = tmp_path / "results"
     args = [str(path), "--output-root", str(tmp_path / "tables"), "--publish", "--results-root", str(results)]
     assert main(args) == 0
@@ -237,7 +239,7 @@ def test_provenance_keeps_the_starting_commit_when_the_code_changed_during_the_r
 def test_a_collect_only_publish_keeps_the_earlier_publish_record(tmp_path, monkeypatch):
     path = tmp_path / "toy.yaml"
     path.write_text(yaml.safe_dump(SPEC))
-    monkeypatch.setattr(table_mod.subprocess, "run", fake_multirun(tmp_path))
+    monkeypatch.setattr(table_runs.subprocess, "run", fake_multirun(tmp_path))
     results = tmp_path / "results"
     common = ["--output-root", str(tmp_path / "tables"), "--publish", "--results-root", str(results)]
     assert main([str(path), *common]) == 0
@@ -249,3 +251,18 @@ def test_a_collect_only_publish_keeps_the_earlier_publish_record(tmp_path, monke
     assert again["collected_only"] and again["earlier_publish"]["wall_seconds"] == first["wall_seconds"]
     assert again["earlier_publish"]["command"] == first["command"]
     assert "Collected from earlier runs by `rsft-table" in (results / "toy" / "table.md").read_text()
+
+
+def test_check_notes_artifacts_made_on_another_cpu_capability(tmp_path):
+    """Floating-point results are bitwise reproducible only on the same CPU capability (AVX2 vs AVX512 moved the
+    on-policy example's rates by up to 0.12): rsft-docs check says which artifacts came from another one."""
+    from rsft.tools.docs import capability_notes
+
+    for name, capability in (("same", "AVX512"), ("other", "AVX2"), ("unrecorded", None)):
+        machine = {"cpu": "x"} if capability is None else {"cpu": "x", "cpu_capability": capability}
+        (tmp_path / name).mkdir()
+        (tmp_path / name / "provenance.json").write_text(json.dumps({"machine": machine}))
+    notes = capability_notes([tmp_path / n for n in ("same", "other", "unrecorded")], "AVX512", tmp_path)
+    assert len(notes) == 2
+    assert notes[0].startswith("note: other was produced on a AVX2 CPU, this machine is AVX512")
+    assert "unrecorded was produced on a CPU whose capability was not recorded" in notes[1]

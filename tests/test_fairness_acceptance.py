@@ -129,20 +129,26 @@ def test_preferential_sampling_uses_the_bound_models_scores():
         rule.bind(object())
 
 
-def test_empty_cell_missing_field_and_non_binary_sensitive_attribute():
+def test_empty_cell_missing_field_and_bad_group_ids():
     with pytest.raises(EmptyCellError, match=r"\(s=1, y=0\)"):
         Reweighing(toy_rows([0, 0, 1, 1], [0, 1, 1, 1]))
     with pytest.raises(EmptyCellError):
         UniformSampling(toy_rows([0, 0, 1, 1], [0, 1, 1, 1]))
     with pytest.raises(EmptyCellError):
         PreferentialSampling(toy_rows([0, 0, 1, 1], [0, 1, 1, 1]))
-    with pytest.raises(KeyError, match="acceptance=reweighing needs the field.*'s'"):
+    with pytest.raises(KeyError, match="acceptance=reweighing needs the batch field 's'"):
         Reweighing({"x": torch.zeros(4, 1), "y": torch.tensor([0, 1, 0, 1])})
     rule = Reweighing(toy_rows([0, 0, 1, 1], [0, 1, 0, 1]))
     with pytest.raises(KeyError, match="'s'"):
         rule.log_accept_prob({"x": torch.zeros(2, 1), "y": torch.tensor([0, 1])})
-    with pytest.raises(ValueError, match="sensitive attribute s must be binary"):
+    with pytest.raises(EmptyCellError, match=r"cell\(s\) \(s=0, y=1\), \(s=2, y=0\)"):  # three groups, two empty cells
         Reweighing(toy_rows([0, 2, 1, 1], [0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="label y must be binary"):
+        Reweighing(toy_rows([0, 0, 1, 1], [0, 2, 0, 1]))
+    with pytest.raises(ValueError, match="sensitive attribute s must hold group ids 0, 1, ..."):
+        Reweighing(toy_rows([0, -1, 1, 1], [0, 1, 0, 1]))
+    with pytest.raises(ValueError, match="group ids 0, 1, ... below 2"):  # a batch with a group the rule never saw
+        rule.log_accept_prob(toy_rows([0, 2], [0, 1]))
 
 
 def test_dataset_proposal_draws_rows_with_replacement_reproducibly():

@@ -70,28 +70,40 @@ def test_a_fairness_run_writes_the_report(tmp_path):
     text = (tmp_path / "fairness_report.md").read_text()
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     lines = text.splitlines()
-    assert lines[0] == "# Fairness report: heart, sensitive attribute `sex` (1 = privileged)"
+    assert lines[0] == "# Fairness report: heart, groups by `sex` (2 groups)"
+    assert "Reference group (every group's DI, SPD, AOD and EOD are against it): sex=Male (s=1, reference)" in text
+
+    def rows(prefix: str) -> list[list[str]]:
+        return [[c.strip() for c in ln.strip("|").split("|")][1:] for ln in lines if ln.startswith(f"| {prefix} |")]
 
     def row(prefix: str) -> list[str]:
-        (line,) = [ln for ln in lines if ln.startswith(f"| {prefix} |")]
-        return [c.strip() for c in line.strip("|").split("|")][1:]
+        (found,) = rows(prefix)
+        return found
 
     # before / after parity in the report = the run's metrics (same split, same threshold)
     for name in ("statistical_parity_difference", "disparate_impact", "equal_opportunity_difference"):
         before, after = (float(v) for v in row(name))
         assert before == pytest.approx(metrics[f"before/test/{name}"], rel=1e-3, abs=1e-4)
         assert after == pytest.approx(metrics[f"test/{name}"], rel=1e-3, abs=1e-4)
+    after = float(row("worst_group_disparate_impact")[1])
+    assert after == pytest.approx(metrics["test/worst_group_disparate_impact"], rel=1e-3, abs=1e-4)
+    # women: a row of rates (n first), then a row of parity figures against men (SPD, DI, ... before/after)
+    female_rates, female_parity = rows("sex=Female (s=0)")
+    assert float(female_parity[2]) == pytest.approx(metrics["before/test/disparate_impact"], rel=1e-3, abs=1e-4)
+    assert float(female_parity[1]) == pytest.approx(metrics["test/statistical_parity_difference"], rel=1e-3, abs=1e-4)
     # group sizes add up to the test split; the accepted set has one row per epoch; the original cells
     # are the training split's
-    n0, n1 = int(row("s=0 (unprivileged)")[0]), int(row("s=1 (privileged)")[0])
+    n0 = int(female_rates[0])
+    n1 = int(row("sex=Male (s=1, reference)")[0])
     assert n0 + n1 == 48
-    assert [ln for ln in lines if ln.startswith("| accepted, epoch")] and len(
-        [ln for ln in lines if ln.startswith("| accepted, epoch")]
-    ) == 3
+    assert len([ln for ln in lines if ln.startswith("| accepted, epoch")]) == 3
     original = [int(v) for v in row("original training split")[:5]]
     assert original == [210, 57, 11, 96, 46]
     png = (tmp_path / "fairness_report.png").read_bytes()
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 20_000
+    choices = json.loads((tmp_path / "data_choices.json").read_text())
+    assert [g["name"] for g in choices["groups"]] == ["sex=Female", "sex=Male"]
+    assert choices["reference"]["name"] == "sex=Male"
 
 
 def test_report_logs_image_and_tables_to_a_wandb_like_logger(tmp_path):

@@ -9,7 +9,16 @@ import torch
 from scipy import stats
 
 from rsft.acceptance.base import AllOf
-from rsft.acceptance.lm import BestOfN, Boltzmann, Dedup, MaxPerPrompt, RewardThreshold, Verifier, ZeroVarianceFilter
+from rsft.acceptance.lm import (
+    BestOfN,
+    Boltzmann,
+    Dedup,
+    MaxPerPrompt,
+    PassRateBand,
+    RewardThreshold,
+    Verifier,
+    ZeroVarianceFilter,
+)
 
 
 def batch(reward, group, prompt=None, path=None, correct=None, equations_ok=None):
@@ -30,7 +39,7 @@ def test_verifier_and_reward_threshold():
     assert Verifier().accept(b, G).tolist() == [True, False, True, False]
     assert Verifier(require_equations=True).accept(b, G).tolist() == [True, False, False, False]
     assert RewardThreshold(0.5).accept(b, G).tolist() == [True, False, True, True]
-    with pytest.raises(KeyError, match="needs the field 'correct'"):
+    with pytest.raises(KeyError, match="acceptance=verifier needs the batch field 'correct'"):
         Verifier().accept({"reward": torch.zeros(2)}, G)
 
 
@@ -118,3 +127,63 @@ def test_best_of_n_matches_its_closed_form_distribution_and_kl_bound():
     assert stats.chisquare(observed.numpy(), (p_bon * groups).numpy()).pvalue > 1e-4
     kl = float((p_bon * (p_bon / ref).log()).sum())
     assert kl <= math.log(n) - (n - 1) / n
+
+
+def _groups(correct_counts: list[int], k: int) -> dict[str, torch.Tensor]:
+    """One group of k rows per entry, its first c rows correct."""
+    correct = torch.tensor([[j < c for j in range(k)] for c in correct_counts]).reshape(-1)
+    group = torch.arange(len(correct_counts)).repeat_interleave(k)
+    return {"correct": correct, "group": group, "prompt_id": group.clone()}
+
+
+def test_pass_rate_band_keeps_whole_groups_inside_the_band():
+    batch = _groups([0, 1, 2, 3, 4], k=4)  # pass rates 0, .25, .5, .75, 1
+    g = torch.Generator().manual_seed(0)
+    kept = lambda rule: sorted(set(batch["group"][rule.accept(batch, g)].tolist()))  # noqa: E731
+    assert kept(PassRateBand()) == [1, 2, 3]  # the default drops all-wrong and all-right groups
+    assert kept(PassRateBand(0.25, 0.75)) == [2]  # strict: the ends are out
+    assert kept(PassRateBand(0.25, 0.75, strict=False)) == [1, 2, 3]
+    assert kept(PassRateBand(0.0, 0.0, strict=False)) == [0]
+    rule = PassRateBand()
+    rule.accept(batch, g)
+    mask = rule.accept(batch, g)
+    assert int(mask.sum()) == 12  # whole groups: 3 groups × 4 rows
+    stats = rule.stats()
+    assert stats["groups_seen"] == 10 and stats["groups_kept"] == 6
+    assert stats["pass_rate_0_of_4"] == 2 and stats["pass_rate_4_of_4"] == 2
+    assert set(rule.stat_combiners()) == set(stats) and set(rule.stat_combiners().values()) == {"sum"}
+    assert "groups by correct samples so far: 0/4: 2, 1/4: 2" in rule.budget_hint()
+
+
+@pytest.mark.parametrize(("low", "high", "strict"), [(0.6, 0.4, True), (0.5, 0.5, True), (-0.1, 1.0, True)])
+def test_pass_rate_band_refuses_an_empty_or_invalid_band(low, high, strict):
+    with pytest.raises(ValueError, match="acceptance.low"):
+        PassRateBand(low, high, strict)
+
+
+def test_pass_rate_band_counts_are_calibrated():
+    """Groups of k = 4 Bernoulli(p) samples, p from {0.1, 0.5, 0.9}: the groups kept by the default band follow
+    Binomial(G, P(0 < X < k)) and the pass-rate histogram follows the mixture of Binomial(k, p) (χ²), each failing
+    at p < 1e-6 (the false-failure rate; Bonferroni over the two: α/2 each). Mutation that fails it: ends included
+    (low ≤ rate ≤ high under strict=True) keeps every group."""
+    k, per_p = 4, 20_000
+    g = torch.Generator().manual_seed(11)
+    probs = torch.tensor([0.1, 0.5, 0.9]).repeat_interleave(per_p)
+    correct = torch.rand((len(probs), k), generator=g) < probs[:, None]
+    group = torch.arange(len(probs)).repeat_interleave(k)
+    batch = {"correct": correct.reshape(-1), "group": group, "prompt_id": group.clone()}
+    rule = PassRateBand()
+    rule.accept(batch, g)
+    # P(X = c) for X ~ Binomial(k, p), averaged over the three p
+    pmf = torch.stack(
+        [
+            torch.tensor([math.comb(k, c) * p**c * (1 - p) ** (k - c) for c in range(k + 1)], dtype=torch.float64)
+            for p in (0.1, 0.5, 0.9)
+        ]
+    ).mean(0)
+    n = len(probs)
+    p_keep = float(pmf[1:k].sum())
+    kept = rule.stats()["groups_kept"]
+    assert stats.binomtest(int(kept), n, p_keep).pvalue > 1e-6 / 2
+    observed = [rule.stats()[f"pass_rate_{c}_of_{k}"] for c in range(k + 1)]
+    assert stats.chisquare(observed, (pmf * n).tolist()).pvalue > 1e-6 / 2

@@ -13,7 +13,8 @@ pytest.importorskip("reasoning_gym")
 
 from conftest import byte_bpe_tokenizer
 
-from rsft.tasks.reasoning_gym import ReasoningGymTask, extract_answer  # noqa: E402
+from rsft.tasks.answers import AnswerReader  # noqa: E402
+from rsft.tasks.reasoning_gym import ReasoningGymTask  # noqa: E402
 from rsft.train import train  # noqa: E402
 
 SUM2 = {"dataset": "chain_sum", "config": {"min_terms": 2, "max_terms": 2, "max_digits": 2}}
@@ -41,6 +42,10 @@ def test_pools_are_disjoint_seeded_and_the_test_set_does_not_move_with_the_train
     sets = t.validation_sets(torch.device("cpu"))
     assert sets["test"]["prompt_id"].tolist() == t.pool("test").tolist()
     assert sets["train"]["prompt_id"].tolist() == t.pool("sft")[:5].tolist()
+
+
+def extract_answer(completion: str, answer_format: str) -> str | None:
+    return AnswerReader(answer_format)(completion)
 
 
 def test_answers_are_read_as_configured():
@@ -101,7 +106,7 @@ def test_prompts_are_chat_conversations_with_few_shot_turns_or_plain_text():
         ({"dataset": "no_such_dataset"}, "cannot build dataset 'no_such_dataset'"),
         ({"config": {"min_terms": 3, "max_terms": 2}}, "cannot build dataset 'chain_sum'"),
         ({"config": {"seed": 3}}, "task.config.seed is set by rsft"),
-        ({"answer_format": "json"}, "task.answer_format must be one of"),
+        ({"answer_format": "json"}, "task.answer_format='json' is not one of"),
         ({"num_eval": 0}, "task.num_eval must be positive"),
         ({"correct_threshold": 0.0}, "task.correct_threshold must be in"),
         ({"gold_template": "done"}, "task.gold_template must contain"),

@@ -78,3 +78,50 @@ def test_killed_run_resumes_to_the_same_result(tmp_path):
     assert len(pieces) == 2 and all(p.name.endswith(f"-{run_id}") for p in pieces)
     reference_id = (reference / "wandb" / "rsft_run_id").read_text().strip()
     assert reference_id != run_id
+
+
+def _run_killed_after_last_checkpoint(run_dir: Path, args: list[str], cwd: Path) -> None:
+    tests_dir = str(Path(__file__).resolve().parent)
+    env = environment()
+    env["PYTHONPATH"] = os.pathsep.join(p for p in (tests_dir, env.get("PYTHONPATH", "")) if p)
+    cmd = [sys.executable, "-m", "rsft.train", *args, f"hydra.run.dir={run_dir}"]
+    kill = "+callbacks.kill._target_=fault_callbacks.KillAfterLastCheckpoint"
+    done = subprocess.run([*cmd, kill], cwd=cwd, env=env, capture_output=True, text=True, timeout=600)
+    assert done.returncode == -signal.SIGKILL, done.stderr[-3000:]
+
+
+WINDOW_CASES = {
+    "density": ["experiment=density_grid25", "debug=fast", "trainer.max_epochs=3", "objective=val/nll"],
+    # the tempered rule carries β and its envelope between rounds: the resumed run must not report another round
+    "tempered": ["experiment=onpolicy_twisted", "debug=fast", "trainer.max_epochs=3", "objective=val/nll"],
+    # the fairness report is written at the end of the fit, from figures collected during the run
+    "credit": ["experiment=credit_german", "debug=fast", "trainer.max_epochs=3", "objective=val/balanced_accuracy"],
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("case", sorted(WINDOW_CASES))
+def test_a_run_killed_after_its_last_checkpoint_resumes_to_the_same_result(tmp_path, case):
+    """SIGKILL after the final last.ckpt but before metrics.json; resume=auto finishes with the uninterrupted run's
+    metrics (val/*, train/loss and the last round's sampling figures: not those of a round sampled again), and a
+    resume=auto of the finished run reports them unchanged without touching metrics.json.
+    Mutation that fails it: final metrics from the trainer's live figures (the old _final_metrics) — after the
+    resume they lack val/* and train/loss."""
+    args = [*WINDOW_CASES[case], "logger=none"]
+    objective = args[-2].split("=", 1)[1]
+    reference, killed = tmp_path / "reference", tmp_path / "killed"
+    finish([sys.executable, "-m", "rsft.train", *args, f"hydra.run.dir={reference}"], tmp_path)
+    _run_killed_after_last_checkpoint(killed, args, tmp_path)
+    assert (killed / "checkpoints" / "last.ckpt").is_file() and not (killed / "metrics.json").exists()
+
+    finish([sys.executable, "-m", "rsft.train", *args, f"hydra.run.dir={killed}", "resume=auto"], tmp_path)
+    assert final_metrics(killed) == final_metrics(reference)
+    assert objective in final_metrics(killed) and "train/loss" in final_metrics(killed)
+    assert json.loads((killed / "run.json").read_text())["status"] == "finished"
+    if case == "credit":
+        assert (killed / "fairness_report.md").read_text() == (reference / "fairness_report.md").read_text()
+
+    # resume=auto on a finished run: its metrics are reported unchanged (an objective sweep gets its value).
+    stamp = (reference / "metrics.json").read_bytes()
+    finish([sys.executable, "-m", "rsft.train", *args, f"hydra.run.dir={reference}", "resume=auto"], tmp_path)
+    assert (reference / "metrics.json").read_bytes() == stamp

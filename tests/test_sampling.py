@@ -535,10 +535,12 @@ def test_the_epoch_line_reports_thinned_rows_only_when_there_are_some(caplog):
     def epoch_line(thinned):
         stats = {"accepted": 50, "proposals": 150, "acceptance_rate": 1 / 3, "seconds": 0.1, "log_M": 1.0}
         stats["thinned"] = thinned
-        trainer = SimpleNamespace(datamodule=SimpleNamespace(last_stats=stats), is_global_zero=True, current_epoch=0)
+        trainer = SimpleNamespace(is_global_zero=True, current_epoch=0)
         caplog.clear()
+        logger = SamplingStatsLogger()
+        logger.on_round(0, stats, {})  # what the data module hands it after the round
         with caplog.at_level("INFO", logger="rsft"):
-            SamplingStatsLogger().on_train_epoch_start(trainer, SimpleNamespace(log_dict=lambda *a, **k: None))
+            logger.on_train_epoch_start(trainer, SimpleNamespace(log_dict=lambda *a, **k: None))
         return caplog.messages[-1]
 
     assert "7 thinned after envelope raises" in epoch_line(7)

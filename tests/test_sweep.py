@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 from pathlib import Path
@@ -56,17 +57,31 @@ def test_submitit_launchers_compose_and_instantiate():
 
 
 def test_ray_launcher_config():
+    """hydra/launcher=ray is rsft's launcher on Ray (hydra_plugins.rsft_ray_launcher): it composes, builds, and
+    refuses a bad Ray option or an address nobody listens on with one error naming the key."""
     cfg = launcher(["hydra/launcher=ray"])
     plain = OmegaConf.to_container(cfg, resolve=True)
     assert plain == {
-        "_target_": "hydra_plugins.hydra_ray_launcher.ray_launcher.RayLauncher",
-        "ray": {"init": {"address": None}, "remote": {"num_cpus": 1, "num_gpus": 0}},
+        "_target_": "hydra_plugins.rsft_ray_launcher.ray_launcher.RayLauncher",
+        "ray": {"init": {"address": None}, "remote": {"num_cpus": 1, "num_gpus": 0, "max_calls": 1}},
     }
-    try:  # with the plugin installed, the file must also match its schema
+    try:  # where the Hydra plugin of the same name is installed, Hydra checks the file against its schema too
         from hydra_plugins.hydra_ray_launcher._config import RayLauncherConf
     except ImportError:
-        return
-    OmegaConf.merge(OmegaConf.structured(RayLauncherConf), plain)
+        pass
+    else:
+        OmegaConf.merge(OmegaConf.structured(RayLauncherConf), plain)
+    pytest.importorskip("ray")
+    from hydra_plugins.rsft_ray_launcher.ray_launcher import RayLauncher, check_reachable
+
+    assert RayLauncher(**{k: v for k, v in plain.items() if k != "_target_"}).task_options["max_calls"] == 1
+    with pytest.raises(ValueError, match=r"hydra\.launcher\.ray\.remote=.*num_cpu"):
+        RayLauncher(ray={"remote": {"num_cpu": 1}})
+    with socket.socket() as probe:  # a port that was free a moment ago: nothing listens there
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    with pytest.raises(ConnectionError, match=rf"hydra\.launcher\.ray\.init\.address='127\.0\.0\.1:{port}'.*ray start"):
+        check_reachable(f"127.0.0.1:{port}")
 
 
 def test_hparams_search_names_real_keys():
@@ -99,6 +114,26 @@ def test_run_record_and_skip_finished(tmp_path):
     assert train(other) != value
     assert metrics_file.stat().st_mtime_ns != stamp
     assert yaml.safe_load((run_dir / "config.yaml").read_text())["seed"] == 1
+
+
+def test_relaunch_after_the_last_checkpoint_keeps_the_figures(tmp_path):
+    """A job killed after its last epoch's checkpoint but before metrics.json: relaunched with resume=auto it
+    has nothing left to train, and its metrics.json holds the figures of the uninterrupted run (timings
+    aside). Mutation that fails it: taking the figures from trainer.callback_metrics alone (empty then)."""
+    run_dir = tmp_path / "run"
+    cfg = compose([*TINY, f"paths.output_dir={run_dir}"])
+    train(cfg)
+    metrics_file = run_dir / "metrics.json"
+    first = json.loads(metrics_file.read_text())
+    metrics_file.unlink()
+    train(compose([*TINY, "resume=auto", "skip_finished=true", f"paths.output_dir={run_dir}"]))
+    again = json.loads(metrics_file.read_text())
+
+    def untimed(metrics: dict) -> dict:
+        return {k: v for k, v in metrics.items() if not (k.endswith("seconds") or k.endswith("_per_s"))}
+
+    assert "val/nll" in again and "train/loss" in again
+    assert untimed(again) == untimed(first)
 
 
 @pytest.mark.slow

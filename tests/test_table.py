@@ -23,6 +23,7 @@ from rsft.tools.table import (
     parse_spec,
     run_dir,
 )
+from rsft.tools.table import runs as table_runs
 
 SPEC = {
     "title": "toy table",
@@ -119,7 +120,7 @@ def test_runs_only_missing_cells_and_seeds_flag(tmp_path, monkeypatch):
             (tmp_path / sweep_dir / f"seed={seed}" / "metrics.json").write_text(json.dumps({"test/acc": 0.6}))
         return subprocess.CompletedProcess(command, 0, "", "")
 
-    monkeypatch.setattr(table_mod.subprocess, "run", fake_subprocess_run)
+    monkeypatch.setattr(table_runs.subprocess, "run", fake_subprocess_run)
     assert main([str(path), "--output-root", str(root), "--seeds", "2", "hydra/launcher=basic"]) == 0
     # row 0 had seed 1 already: only seed 0 runs; row 1 runs seeds 0 and 1 (--seeds 2)
     assert [next(a for a in c if a.startswith("seed=")) for c in calls] == ["seed=0", "seed=0,1"]
@@ -165,7 +166,7 @@ def test_a_row_can_have_seeds_of_its_own(tmp_path, monkeypatch):
     path = write_spec(tmp_path, spec_dict)
     root = tmp_path / "tables"
     record: list = []
-    monkeypatch.setattr(table_mod.subprocess, "run", _fake_multirun(tmp_path, record=record))
+    monkeypatch.setattr(table_runs.subprocess, "run", _fake_multirun(tmp_path, record=record))
     assert main([str(path), "--output-root", str(root)]) == 0
     assert sorted(record) == [("base", ["0", "1"]), ("small_data", ["0", "1", "2", "3"])]
     assert [row[0].n for row in collect(load_spec(str(path)), root / "toy")] == [2, 4]
@@ -251,7 +252,7 @@ def test_parallel_jobs_run_one_cell_per_process_and_respect_after(tmp_path, monk
     path = write_spec(tmp_path, spec_dict)
     root = tmp_path / "tables"
     record: list = []
-    monkeypatch.setattr(table_mod.subprocess, "run", _fake_multirun(tmp_path, record=record))
+    monkeypatch.setattr(table_runs.subprocess, "run", _fake_multirun(tmp_path, record=record))
     assert main([str(path), "--output-root", str(root)]) == 0
     assert sorted(record) == sorted([(r, [str(s)]) for r in ("base", "child", "other") for s in range(3)])
     # every child cell started after the base cell of its seed had finished
@@ -266,7 +267,7 @@ def test_a_failed_row_skips_the_rows_after_it_with_the_reason(tmp_path, monkeypa
     path = write_spec(tmp_path, spec_dict)
     root = tmp_path / "tables"
     record: list = []
-    monkeypatch.setattr(table_mod.subprocess, "run", _fake_multirun(tmp_path, fail_rows=("base",), record=record))
+    monkeypatch.setattr(table_runs.subprocess, "run", _fake_multirun(tmp_path, fail_rows=("base",), record=record))
     assert main([str(path), "--output-root", str(root), "--jobs", str(jobs)]) == 0
     assert all(row == "base" for row, _ in record)  # the child never ran
     md = (root / "toy" / "table.md").read_text()

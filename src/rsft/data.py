@@ -18,8 +18,9 @@ from __future__ import annotations
 import hashlib
 import math
 import warnings
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import pytorch_lightning as pl
 import torch
@@ -28,8 +29,14 @@ from torch.utils.data import BatchSampler, DataLoader, Dataset, RandomSampler, S
 from rsft.acceptance.base import Acceptance
 from rsft.batch import Batch, num_rows, skipped_round_batch
 from rsft.proposals.base import Proposal
-from rsft.sampling import SamplerSettings, SamplingResult, rejection_sample
+from rsft.sampling import ENGINE_STAT_COMBINERS, SamplerSettings, SamplingResult, rejection_sample
 from rsft.tasks.base import Task
+
+
+class RoundObserver(Protocol):
+    """Anything told of each sampling round (callbacks and models that report on the accepted set)."""
+
+    def on_round(self, epoch: int, stats: dict[str, float], accepted: Batch) -> None: ...
 
 
 class EmptyAcceptedSetError(RuntimeError):
@@ -72,6 +79,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         seed: int = 0,
         run_dir: str | Path | None = None,
         eval_batch_size: int = 4096,
+        observers: Sequence[RoundObserver] = (),
     ):
         super().__init__()
         if batch_size <= 0:
@@ -84,6 +92,9 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         self.eval_batch_size = int(eval_batch_size)
         self.seed = int(seed)
         self.run_dir = Path(run_dir) if run_dir is not None else None
+        # Told of every round (epoch, its figures over all ranks, this rank's accepted rows): the callbacks and
+        # the model that report on it get it handed, instead of reaching into the data module.
+        self.observers = list(observers)
         self.last_stats: dict[str, float] = {}
         self.last_accepted: Batch | None = None
         self._val_names: list[str] = []
@@ -175,6 +186,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         return result
 
     def train_dataloader(self) -> DataLoader:
+        """Sample this epoch's round, tell the observers, and serve this rank's mini-batches of its training set."""
         model = self.trainer.lightning_module if self.trainer is not None else None
         epoch = self.trainer.current_epoch if self.trainer is not None else 0
         was_training = model.training if model is not None else False
@@ -187,36 +199,54 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
                 model.train(was_training)
         self.last_stats = {"epoch": epoch, **self.all_ranks(result.stats)}
         self.last_accepted = result.batch
-        rank, world = self.rank
+        for observer in self.observers:
+            observer.on_round(epoch, self.last_stats, result.batch)
+        self.save_accepted(result.batch, epoch)
+        return self.loader(self.training_set(result.batch, epoch), epoch)
+
+    def training_set(self, accepted: Batch, epoch: int) -> Batch:
+        """The round's training rows: what every rank accepted (pooled), extended by the proposal (gold rows);
+        a round that accepted nothing raises or is skipped (``sampler.on_empty``)."""
+        _, world = self.rank
         # Every rank goes on with the round's whole accepted set (pooled over ranks), so every rank takes the
         # same decisions below and trains on its part of the same set.
-        pooled = self.pool_ranks(result.batch) if world > 1 else result.batch
-        accepted = num_rows(pooled)
+        pooled = self.pool_ranks(accepted) if world > 1 else accepted
         # A proposal may extend the round's training set (e.g. mix in gold SFT rows): once, on the pooled set.
         rows = self.proposal.training_rows(pooled)
-        if accepted == 0:
-            message = (
-                f"epoch {epoch}: the sampling round accepted nothing "
-                f"({int(self.last_stats['proposals_drawn']):,} candidates drawn). Stats: {_short(self.last_stats)}"
+        if num_rows(pooled) == 0:
+            self._empty_round(epoch, num_rows(rows))
+        return rows
+
+    def _empty_round(self, epoch: int, extra_rows: int) -> None:
+        message = (
+            f"epoch {epoch}: the sampling round accepted nothing "
+            f"({int(self.last_stats['proposals_drawn']):,} candidates drawn). Stats: {_short(self.last_stats)}"
+        )
+        if self.sampler.on_empty == "error":
+            raise EmptyAcceptedSetError(
+                message + ". Loosen the acceptance rule, raise sampler.num_proposals, or set "
+                "sampler.on_empty=skip to skip such rounds with a warning"
             )
-            if self.sampler.on_empty == "error":
-                raise EmptyAcceptedSetError(
-                    message + ". Loosen the acceptance rule, raise sampler.num_proposals, or set "
-                    "sampler.on_empty=skip to skip such rounds with a warning"
-                )
-            extra_rows = num_rows(rows)
-            action = (
-                f"training on the proposal's {extra_rows:,} extra rows only"
-                if extra_rows
-                else "skipping this epoch's training"
-            )
-            warnings.warn(f"{message}; {action} (sampler.on_empty=skip)", stacklevel=2)
-        if self.sampler.save_accepted and self.run_dir is not None:
-            rank, world = self.rank
-            suffix = f"_rank{rank}" if world > 1 else ""
-            out = self.run_dir / "accepted" / f"epoch_{epoch:03d}{suffix}.pt"
-            out.parent.mkdir(parents=True, exist_ok=True)
-            torch.save({k: v.detach().cpu() for k, v in result.batch.items()}, out)
+        action = (
+            f"training on the proposal's {extra_rows:,} extra rows only"
+            if extra_rows
+            else "skipping this epoch's training"
+        )
+        warnings.warn(f"{message}; {action} (sampler.on_empty=skip)", stacklevel=3)
+
+    def save_accepted(self, accepted: Batch, epoch: int) -> None:
+        """``sampler.save_accepted``: this rank's accepted rows as ``accepted/epoch_XXX[_rankR].pt``."""
+        if not self.sampler.save_accepted or self.run_dir is None:
+            return
+        rank, world = self.rank
+        suffix = f"_rank{rank}" if world > 1 else ""
+        out = self.run_dir / "accepted" / f"epoch_{epoch:03d}{suffix}.pt"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        torch.save({k: v.detach().cpu() for k, v in accepted.items()}, out)
+
+    def loader(self, rows: Batch, epoch: int) -> DataLoader:
+        """This rank's shuffled mini-batches of the round's training rows (its part of them under several ranks)."""
+        rank, world = self.rank
         if world > 1:
             # One order of the pooled rows that every rank draws alike; each rank takes its part of every step.
             order = torch.Generator().manual_seed(stream_seed(self.seed, epoch, 0, "shuffle"))
@@ -227,7 +257,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
                         f"epoch {epoch}: the round has {num_rows(rows)} training rows for {world} processes, fewer "
                         "than one each; skipping this epoch's training on every rank (every rank must take the same "
                         "steps). Raise sampler.num_proposals or loosen the acceptance rule",
-                        stacklevel=2,
+                        stacklevel=3,
                     )
                 return batch_loader(skipped_round_batch(self.device), self.batch_size, shuffle=False)
             return DataLoader(BatchDict(rows), sampler=parts, batch_size=None, collate_fn=None)
@@ -244,7 +274,8 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
 
     # -- checkpointing -------------------------------------------------------------------
     def all_ranks(self, stats: dict[str, Any]) -> dict[str, Any]:
-        """This round's figures over all ranks (counts summed, rates recomputed); the rank's own with one."""
+        """This round's figures over all ranks, each combined as its owner declares (counts summed, envelopes
+        the largest, rates recomputed); the rank's own with one."""
         _, world = self.rank
         if world == 1:
             return stats
@@ -252,7 +283,17 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
         local = torch.tensor([float(stats[k]) for k in keys] + [float(stats.get("partial", 0))], dtype=torch.float64)
         gathered = self.trainer.strategy.all_gather(local.to(self.device)).reshape(world, -1).cpu()
         per_rank = [dict(zip([*keys, "partial"], row.tolist())) for row in gathered]
-        return {**stats, **combine_rank_stats(per_rank)}
+        return {**stats, **combine_rank_stats(per_rank, self.stat_combiners())}
+
+    def stat_combiners(self) -> dict[str, str]:
+        """How every figure of a round combines over ranks, as the engine, the rule and the proposal declare."""
+        return {
+            **ENGINE_STAT_COMBINERS,
+            **self.acceptance.stat_combiners(),
+            **self.proposal.stat_combiners(),
+            "_owners": f"{type(self.acceptance).__name__}.stat_combiners() or {type(self.proposal).__name__}"
+            ".stat_combiners()",
+        }
 
     def pool_ranks(self, batch: Batch) -> Batch:
         """The rows every rank accepted this round, in rank order, on every rank (an all-gather)."""
@@ -326,33 +367,26 @@ def stream_seed(seed: int, epoch: int, rank: int, purpose: str) -> int:
     return int.from_bytes(digest[:8], "little") & 0x7FFF_FFFF_FFFF_FFFF
 
 
-#: How a figure of one sampling round combines over ranks (anything else: the mean).
-SUMMED = (
-    "proposals",
-    "proposals_drawn",
-    "accepted",
-    "chunks",
-    "envelope_violations",
-    "envelope_raises",
-    "round_prompts",
-    "round_candidates",
-    "thinned",
-)
-LARGEST = ("seconds", "log_M", "max_log_ratio", "partial")  # ranks sample in parallel: the round takes the longest
+COMBINE = {"sum": sum, "mean": lambda values: sum(values) / len(values), "max": max, "min": min}
 
 
-def combine_rank_stats(per_rank: list[dict[str, float]]) -> dict[str, float]:
-    """One round's figures over all ranks: counts add up, rates are recomputed from the totals."""
+def combine_rank_stats(per_rank: list[dict[str, float]], combiners: dict[str, str]) -> dict[str, float]:
+    """One round's figures over all ranks, each as ``combiners`` declares; the rates recomputed from the totals.
+
+    A figure without a declaration is refused (naming where to declare it, ``combiners["_owners"]``): averaged
+    by default, a new count would read as one process's share."""
     out: dict[str, float] = {}
     for key in per_rank[0]:
+        how = combiners.get(key)
+        if how not in COMBINE:
+            where = combiners.get("_owners", "the stat_combiners() of the rule or the proposal that reports it")
+            raise ValueError(
+                f"the round's figure {key!r} has no declared way to combine over processes ({how!r}): declare it as "
+                f"'sum', 'mean', 'max' or 'min' in {where}"
+            )
         values = [stats[key] for stats in per_rank]
-        if key in SUMMED or key.endswith(("_violations", "_raises")):
-            out[key] = float(sum(values))
-        elif key in LARGEST or key.endswith("log_M") or key.split("_", 1)[-1].startswith("max_"):
-            known = [v for v in values if not math.isnan(v)]  # NaN: a rank had no estimate yet
-            out[key] = float(max(known)) if known else float("nan")
-        else:
-            out[key] = float(sum(values) / len(values))
+        known = [v for v in values if not math.isnan(v)]  # NaN: a rank had no estimate yet
+        out[key] = float(COMBINE[how](known)) if known else float("nan")
     if "accepted" in out and "proposals" in out:
         out["acceptance_rate"] = out["accepted"] / out["proposals"] if out["proposals"] else float("nan")
     if out.get("seconds", 0) > 0:

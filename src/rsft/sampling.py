@@ -47,6 +47,17 @@ FAIL_FAST_ERROR = 1e-6
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
 
+#: How each figure of the engine's stats combines over the processes of a multi-process run (a rule's and a
+#: proposal's figures declare their own: ``Acceptance.stat_combiners``, ``Proposal.stat_combiners``). The rates
+#: are recomputed from the combined counts.
+ENGINE_STAT_COMBINERS = {
+    **dict.fromkeys(("proposals", "proposals_drawn", "accepted", "thinned", "chunks"), "sum"),
+    "seconds": "max",  # the processes sample in parallel: the round takes as long as the slowest
+    "partial": "max",
+    **dict.fromkeys(("acceptance_rate", "proposals_per_s", "accepted_per_s"), "mean"),
+}
+
+
 class AcceptanceBudgetError(RuntimeError):
     """The proposal budget was (or is sure to be) spent before ``num_accepted`` were accepted."""
 
@@ -234,7 +245,7 @@ def rejection_sample(
         stats = draws.figures()
         if num_accepted is not None and draws.accepted < num_accepted:
             why = draws.early_stop_reason(num_accepted, max_proposals) if stopped_early else None
-            _raise_or_warn(stats, num_accepted, max_proposals, allow_partial, why, acceptance.budget_note())
+            _raise_or_warn(stats, num_accepted, max_proposals, allow_partial, why, acceptance.budget_hint())
         return SamplingResult(draws.result(), stats)
 
 
@@ -515,7 +526,7 @@ class _Blocks:
 
 
 def _raise_or_warn(
-    stats: dict[str, float], target: int, budget: int, allow_partial: bool, early: str | None, note: str
+    stats: dict[str, float], target: int, budget: int, allow_partial: bool, early: str | None, hint: str
 ) -> None:
     drawn, accepted = stats["proposals_drawn"], stats["accepted"]
     rate = accepted / drawn if drawn else 0.0
@@ -528,8 +539,8 @@ def _raise_or_warn(
             f"{accepted:,} of {target:,} accepted (observed acceptance rate {rate:.3g}); reaching "
             f"{target:,} needs {needed} proposals"
         )
-    if note:
-        why += f". {note.rstrip('.')}"
+    if hint:  # what the rule saw (Acceptance.budget_hint)
+        why += f". {hint.rstrip('.')}"
     fix = (
         "Raise sampler.max_proposals, lower sampler.num_accepted, choose a proposal closer to the "
         "target (higher acceptance rate), or set sampler.allow_partial=true to keep what was accepted."

@@ -21,6 +21,7 @@ import time
 import warnings
 from collections.abc import Iterator
 from contextlib import contextmanager
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -33,7 +34,8 @@ from pytorch_lightning.utilities import rank_zero_only
 
 from rsft.data import RejectionSamplingDataModule
 from rsft.models.checkpoint import load_weights_only
-from rsft.run.callbacks import EpochRecorder, SamplingStatsLogger, scalar_metrics
+from rsft.run.build import build
+from rsft.run.callbacks import EpochRecorder, SamplingStatsLogger, final_row, scalar_metrics
 from rsft.run.config import conf_dir, register_resolvers
 from rsft.run.console import quiet_library_notices
 from rsft.run.records import (
@@ -57,41 +59,53 @@ REQUIRED_TOP_LEVEL = ("seed", "proposal", "acceptance", "model", "task", "sample
 
 
 def train(cfg: DictConfig) -> float | None:
-    """Run one experiment; return ``metrics[cfg.objective]`` (for sweepers) or None."""
+    """Run one experiment; return ``metrics[cfg.objective]`` (for sweepers) or None.
+
+    Everything that can be checked is checked before the run dir is touched: the typed config, the checkpoint
+    to resume from, and every component, built from the config (the task once, handed to the others). Only
+    then are ``config.yaml`` and ``run.json`` written.
+    """
     started = time.perf_counter()
     quiet_library_notices()
     check_config(cfg)  # the whole config, typed, before any work: one line naming the key on any error
     run_dir = Path(cfg.paths.output_dir)
-    ckpt_path = _checked_resume(cfg, run_dir)
-    done = _setup(cfg, run_dir)
-    if done is not None:  # a relaunched sweep: this job already finished with this config
+    ckpt_path, checkpoint = _checked_resume(cfg, run_dir)
+    done = _finished_run(cfg, run_dir)
+    if done is not None:  # a relaunched sweep job, or resume of a run that already finished: nothing to do
         return _objective(cfg, done)
+    _prepare_process(cfg)
+    parts = build_components(cfg)
+    if checkpoint is not None:  # what the model keeps beside its weights, checked before anything is written
+        parts.model.check_checkpoint(checkpoint, f"resume={cfg.resume!r}: the checkpoint {ckpt_path!r}")
+    _write_run_dir(cfg, run_dir)
+    if rank_zero_only.rank == 0:
+        for name, content in parts.task.records().items():  # what the task inferred from the user's data
+            write_json(run_dir / name, content)
     record = start_record(run_dir, str(cfg.get("name", ""))) if rank_zero_only.rank == 0 else None
 
-    task = hydra.utils.instantiate(cfg.task, _convert_="all")
-    proposal = hydra.utils.instantiate(cfg.proposal, _convert_="all")
-    acceptance = hydra.utils.instantiate(cfg.acceptance, _convert_="all")
-    model = hydra.utils.instantiate(cfg.model.net, _convert_="all")
+    model = parts.model
+    callbacks = [*parts.callbacks, *_record_callbacks(run_dir)]
     datamodule = RejectionSamplingDataModule(
-        proposal,
-        acceptance,
-        task,
+        parts.proposal,
+        parts.acceptance,
+        parts.task,
         sampler=OmegaConf.to_container(cfg.sampler, resolve=True),
         batch_size=cfg.model.batch_size,
         seed=cfg.seed,
         run_dir=run_dir,
+        observers=[c for c in (*callbacks, model) if hasattr(c, "on_round")],  # told of every round
     )
     before_path = run_dir / "before.json"
     if ckpt_path is None:
         before_path.unlink(missing_ok=True)
-        _initial_weights(cfg, model, proposal, task, run_dir)
+        _initial_weights(cfg, model, parts.proposal, parts.task, run_dir)
     else:
         log.info("resuming from %s", ckpt_path)
 
     loggers = _instantiate_all(cfg.get("logger"))
     for lg in loggers:
         lg.log_hyperparams(flat_config(cfg))  # all of it, not a hand-picked subset
-    trainer = _make_trainer(cfg, run_dir, loggers)
+    trainer = _make_trainer(cfg, run_dir, loggers, callbacks)
     if ckpt_path is None and cfg.get("eval_before", True):
         results = trainer.validate(model, datamodule=datamodule, verbose=False)
         if trainer.is_global_zero:
@@ -99,10 +113,38 @@ def train(cfg: DictConfig) -> float | None:
     with _out_of_space_is_clear(run_dir):
         # weights_only=True explicitly: Lightning leaves it to torch's default, which the environment can turn off.
         trainer.fit(model, datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
-        metrics = _final_metrics(trainer, datamodule, before_path, started)
+        metrics = _final_metrics(trainer, run_dir, started)
         if trainer.is_global_zero:
-            _report(cfg, run_dir, metrics, task, datamodule, model, loggers, record)
+            _report(cfg, run_dir, metrics, parts.task, datamodule, model, loggers, record)
     return _objective(cfg, metrics)
+
+
+@dataclass
+class Components:
+    """What a run is made of, built from its config: the task once, and everything that uses it."""
+
+    task: Any
+    proposal: Any
+    acceptance: Any
+    model: Any
+    callbacks: list[Any]
+
+
+def build_components(cfg: DictConfig) -> Components:
+    """Build the task, then the proposal, the acceptance rule, the model and the extra callbacks, handing each
+    the one task (config slots ``"@task"``, ``"@task.<attribute>"``, and ``"@proposal.<attribute>"`` for the
+    rule and what comes after it). Every error names its config key; nothing has been written yet."""
+    task = build(cfg.task, "task")
+    proposal = build(cfg.proposal, "proposal", {"task": task})
+    provided = {"task": task, "proposal": proposal}
+    acceptance = build(cfg.acceptance, "acceptance", provided)
+    model = build(cfg.model.net, "model.net", provided)
+    callbacks = [
+        build(node, f"callbacks.{name}", provided)
+        for name, node in (cfg.get("callbacks") or {}).items()
+        if node is not None and "_target_" in node
+    ]
+    return Components(task, proposal, acceptance, model, callbacks)
 
 
 #: A write that failed because the disk, a quota or a file-size limit is full.
@@ -138,35 +180,58 @@ def check_config(cfg: DictConfig) -> None:
         raise FileNotFoundError(f"resume={resume!r}: no such checkpoint file; pass resume=auto or a .ckpt path")
 
 
-def _checked_resume(cfg: DictConfig, run_dir: Path) -> str | None:
-    """The checkpoint to resume from, read once as weights only before anything else is done, so that a file
-    holding more than weights is refused before the run dir is touched."""
+def _checked_resume(cfg: DictConfig, run_dir: Path) -> tuple[str | None, dict[str, Any] | None]:
+    """The checkpoint to resume from and its contents, read once as weights only before anything else is done, so
+    that a file holding more than weights is refused before the run dir is touched."""
     resume = cfg.get("resume")
     ckpt_path = resolve_checkpoint(resume, run_dir)
-    if ckpt_path is not None:
-        load_weights_only(ckpt_path, f"resume={resume!r}: the checkpoint {ckpt_path!r}")
-    return ckpt_path
+    if ckpt_path is None:
+        return None, None
+    return ckpt_path, load_weights_only(ckpt_path, f"resume={resume!r}: the checkpoint {ckpt_path!r}")
 
 
-def _setup(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
-    """Check the run dir, write the config, set threads and seeds. Returns the metrics of a finished identical
-    run when ``skip_finished`` applies (then nothing else is done)."""
+class FinishedRunError(FileExistsError):
+    """The run dir holds a finished run that this call would overwrite."""
+
+
+def _finished_run(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
+    """What to do with a run that already finished in ``run_dir``: a plain run refuses to overwrite it;
+    ``resume`` or ``skip_finished=true`` with the same config returns its metrics unchanged (None: go on — no
+    finished run, or ``resume`` continuing it under another config such as more epochs, or ``skip_finished``
+    re-running a job whose config changed)."""
+    if not (run_dir / "metrics.json").is_file():
+        return None
+    same = finished_metrics(run_dir, cfg)  # None when its config.yaml differs from this config
+    resume, skip = cfg.get("resume"), bool(cfg.get("skip_finished", False))
+    if same is not None and (resume is not None or skip):
+        how = f"resume={resume}" if resume is not None else "skip_finished=true"
+        log.info("%s: %s already finished with this config; its metrics are unchanged", how, run_dir)
+        return same
+    if resume is not None or skip:
+        return None
+    raise FinishedRunError(
+        f"paths.output_dir={str(run_dir)!r} holds a finished run (metrics.json): rsft does not overwrite it. Choose "
+        "a new run dir (hydra.run.dir=...), add resume=auto to report it (or to continue it, e.g. with more epochs), "
+        "or delete the directory to run it again"
+    )
+
+
+def _prepare_process(cfg: DictConfig) -> None:
+    """Threads, seeds and determinism, before any component is built (model initialisation draws from them)."""
     check_process_launch(cfg.trainer)
-    check_writable(run_dir)
-    if cfg.get("skip_finished", False):
-        done = finished_metrics(run_dir, cfg)
-        if done is not None:
-            log.info("skip_finished=true: %s already holds the metrics of this config; not re-running", run_dir)
-            return done
-    if rank_zero_only.rank == 0:  # the other ranks of a multi-process run re-enter train() too
-        (run_dir / "metrics.json").unlink(missing_ok=True)  # stale metrics must not outlive their config
-        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
     threads = cfg.get("threads")
     if threads is not None:  # a positive integer: checked by check_config
         torch.set_num_threads(threads)
     pl.seed_everything(cfg.seed, workers=True, verbose=False)
     torch.use_deterministic_algorithms(bool(cfg.get("deterministic", False)), warn_only=True)
-    return None
+
+
+def _write_run_dir(cfg: DictConfig, run_dir: Path) -> None:
+    """The first writes of a run: a writable run dir and its ``config.yaml`` (no stale metrics beside it)."""
+    check_writable(run_dir)
+    if rank_zero_only.rank == 0:  # the other ranks of a multi-process run re-enter train() too
+        (run_dir / "metrics.json").unlink(missing_ok=True)  # stale metrics must not outlive their config
+        (run_dir / "config.yaml").write_text(OmegaConf.to_yaml(cfg, resolve=True))
 
 
 def _initial_weights(cfg: DictConfig, model: Any, proposal: Any, task: Any, run_dir: Path) -> None:
@@ -200,15 +265,18 @@ def _instantiate_all(group: DictConfig | None) -> list[Any]:
     return [hydra.utils.instantiate(node) for node in group.values() if node is not None and "_target_" in node]
 
 
-def _make_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> pl.Trainer:
-    callbacks = _instantiate_all(cfg.get("callbacks"))
-    callbacks += [
+def _record_callbacks(run_dir: Path) -> list[pl.Callback]:
+    """rsft's own callbacks: the round's figures logged, ``epochs.jsonl``, and the checkpoints for resume."""
+    return [
         SamplingStatsLogger(),
         EpochRecorder(run_dir / "epochs.jsonl"),
         # save_top_k=1 without a monitor keeps the newest epoch; Lightning writes last.ckpt only on
         # epochs where it saved a checkpoint, so save_top_k=0 would leave a killed run nothing to resume.
         pl.callbacks.ModelCheckpoint(dirpath=run_dir / "checkpoints", save_last=True, save_top_k=1, every_n_epochs=1),
     ]
+
+
+def _make_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any], callbacks: list[Any]) -> pl.Trainer:
     return hydra.utils.instantiate(
         cfg.trainer,
         callbacks=callbacks,
@@ -220,15 +288,15 @@ def _make_trainer(cfg: DictConfig, run_dir: Path, loggers: list[Any]) -> pl.Trai
     )
 
 
-def _final_metrics(
-    trainer: pl.Trainer, datamodule: RejectionSamplingDataModule, before_path: Path, started: float
-) -> dict[str, float]:
+def _final_metrics(trainer: pl.Trainer, run_dir: Path, started: float) -> dict[str, float]:
+    """The run's final figures, read back from what it recorded: ``before.json`` and the last row of
+    ``epochs.jsonl`` (every logged scalar and the last round's sampling figures). A run resumed after its
+    last checkpoint (killed before ``metrics.json``) therefore ends with the figures of an uninterrupted one."""
     metrics: dict[str, float] = {}
+    before_path = run_dir / "before.json"
     if before_path.is_file():
         metrics.update(json.loads(before_path.read_text()))
-    metrics.update(scalar_metrics(dict(trainer.callback_metrics)))
-    for key, value in scalar_metrics(datamodule.last_stats).items():
-        metrics[f"sampling/{key}"] = value
+    metrics.update(final_row(run_dir / "epochs.jsonl"))
     metrics["epochs"] = float(trainer.current_epoch)
     metrics["wall_seconds"] = time.perf_counter() - started
     return metrics

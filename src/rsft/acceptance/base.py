@@ -76,6 +76,17 @@ class Acceptance:
         """Rule-specific figures for the last sampling call (flat name → number)."""
         return {}
 
+    def stat_combiners(self) -> dict[str, str]:
+        """How each figure of :meth:`stats` combines over the processes of a multi-process run: ``"sum"``
+        (counts), ``"max"`` (envelopes, running maxima, times), ``"min"`` or ``"mean"`` (rates, settings). A
+        multi-process run refuses a figure that is not declared here, so a new count is never averaged."""
+        return {}
+
+    def budget_hint(self) -> str:
+        """A sentence the engine adds to its budget error: what this rule saw that explains a low rate, and the
+        setting to change ("" when the rule has nothing to add)."""
+        return ""
+
     def state_dict(self) -> dict[str, Any]:
         """What the rule carries from one round to the next, for a resumed run to continue exactly
         (saved in the checkpoint by the data module; most rules carry nothing)."""
@@ -86,11 +97,6 @@ class Acceptance:
 
     def finish(self) -> None:
         """Called by the engine after the last chunk of a call: warn (or raise) about the call as a whole."""
-
-    def budget_note(self) -> str:
-        """What the rule saw that bears on a call that accepted too little (added to the budget error and to
-        the partial-result warning); empty by default."""
-        return ""
 
     def discard_held(self) -> bool:
         """Whether the chunk just judged invalidated every verdict of this call so far (False by default).
@@ -169,9 +175,6 @@ class AllOf(Acceptance):
         mask[keep_idx] = True
         return mask
 
-    def budget_note(self) -> str:
-        return " ".join(note for note in (rule.budget_note() for rule in self.rules) if note)
-
     def discard_held(self) -> bool:
         # Every rule is asked (no short cut): each answers for the chunk it just judged.
         return any([rule.discard_held() for rule in self.rules])
@@ -182,3 +185,12 @@ class AllOf(Acceptance):
             for key, value in rule.stats().items():
                 out[f"rule{i}_{key}"] = value
         return out
+
+    def budget_hint(self) -> str:
+        return " ".join(hint for hint in (rule.budget_hint() for rule in self.rules) if hint)
+
+    def stat_combiners(self) -> dict[str, str]:
+        combiners = {}
+        for i, rule in enumerate(self.rules):
+            combiners.update({f"rule{i}_{key}": how for key, how in rule.stat_combiners().items()})
+        return combiners

@@ -310,7 +310,7 @@ class DensityRatio(ProbabilisticAcceptance):
         steps = ", ".join("…" if step is None else f"{step[1]:.4g} after {step[0]:,}" for step in shown)
         return f"log M set after candidates judged: {steps}"
 
-    def budget_note(self) -> str:
+    def budget_hint(self) -> str:
         if not self.envelope_raises:
             return ""
         if self.ratio_looks_unbounded():
@@ -335,6 +335,11 @@ class DensityRatio(ProbabilisticAcceptance):
             "max_log_ratio": self.max_log_ratio,
             "envelope_history": list(self.history),
         }
+
+    def stat_combiners(self) -> dict[str, str]:
+        # One envelope for the whole pooled set: the largest any process used (and the largest ratio it saw).
+        # envelope_history, a list, is not combined: each process keeps its own (the data module combines numbers).
+        return {"log_M": "max", "envelope_violations": "sum", "envelope_raises": "sum", "max_log_ratio": "max"}
 
 
 class TemperedDensityRatio(DensityRatio):
@@ -580,6 +585,11 @@ class TemperedDensityRatio(DensityRatio):
             stats["exact_rate_estimate"] = math.nan if estimate is None else estimate
         return stats
 
+    def stat_combiners(self) -> dict[str, str]:
+        # (The rule is refused on several processes, see the data module; declared for completeness.)
+        more = {"beta": "min", "exact_round": "min", "clipped": "sum", "exact_rate_estimate": "mean"}
+        return {**super().stat_combiners(), **more}
+
 
 def _quantile(rows: torch.Tensor, q: float) -> torch.Tensor:
     """The q-quantile of each row (the lower order statistic: torch.quantile refuses inputs over 2^24 values)."""
@@ -619,6 +629,9 @@ class Region(Acceptance):
     def stats(self) -> dict[str, float]:
         # An indicator is the special case p ∝ q·1_R with M = 1: the envelope always holds.
         return {"log_M": 0.0, "envelope_violations": 0}
+
+    def stat_combiners(self) -> dict[str, str]:
+        return {"log_M": "max", "envelope_violations": "sum"}
 
 
 class Ball:

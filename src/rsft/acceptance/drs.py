@@ -86,3 +86,6 @@ class DiscriminatorRejection(ProbabilisticAcceptance):
             "rule_gamma_mean": sum(self.gammas) / len(self.gammas) if self.gammas else math.nan,
             "rule_mean_accept_prob": self.accept_prob_sum / self.judged if self.judged else math.nan,
         }
+
+    def stat_combiners(self) -> dict[str, str]:
+        return {"log_M": "max", "rule_max_logit": "max", "rule_gamma_mean": "mean", "rule_mean_accept_prob": "mean"}

@@ -3,7 +3,8 @@
 Per-candidate rules look at one row: ``Verifier`` (final answer correct, optionally every equation
 too), ``RewardThreshold``, ``Boltzmann`` (a :class:`ProbabilisticAcceptance`). Group rules look at
 the k samples of one prompt, which the proposal keeps inside one chunk: ``BestOfN`` (top-1 by
-reward), ``ZeroVarianceFilter`` (drop groups whose rewards are all equal: all right or all wrong).
+reward), ``ZeroVarianceFilter`` (drop groups whose rewards are all equal: all right or all wrong),
+``PassRateBand`` (keep groups whose pass rate lies in a band: DAPO's dynamic sampling).
 Round rules keep state from ``start()`` across the chunks of one sampling round: ``MaxPerPrompt``
 (at most m kept per prompt, ReST-EM) and ``Dedup`` (one sample per distinct reasoning path per
 prompt, RFT). Compose them with :class:`rsft.acceptance.base.AllOf` (``acceptance=all_of``).
@@ -14,21 +15,15 @@ from __future__ import annotations
 import torch
 
 from rsft.acceptance.base import Acceptance, ProbabilisticAcceptance
-from rsft.batch import Batch
+from rsft.batch import Batch, field
 
-
-def _field(batch: Batch, key: str, rule: str) -> torch.Tensor:
-    if key not in batch:
-        raise KeyError(
-            f"acceptance={rule} needs the field {key!r}, but the candidates carry {sorted(batch)}; use "
-            "proposal=policy with a task that scores completions (task=arithmetic)"
-        )
-    return batch[key]
+#: What a rule that reads completions' fields needs upstream.
+NEEDS_POLICY = "use proposal=policy with a task that scores completions (task=arithmetic, reasoning_gym or prompts)"
 
 
 def _group_index(batch: Batch, rule: str) -> tuple[torch.Tensor, int]:
     """Dense 0..G-1 group index of each row (groups are the k samples of one prompt in this chunk)."""
-    groups = _field(batch, "group", rule)
+    groups = field(batch, "group", f"acceptance={rule}", NEEDS_POLICY)
     unique, inverse = torch.unique(groups, return_inverse=True)
     return inverse, len(unique)
 
@@ -45,9 +40,9 @@ class Verifier(Acceptance):
         self.require_equations = bool(require_equations)
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        keep = _field(batch, "correct", "verifier").bool()
+        keep = field(batch, "correct", "acceptance=verifier", NEEDS_POLICY).bool()
         if self.require_equations:
-            keep = keep & _field(batch, "equations_ok", "verifier").bool()
+            keep = keep & field(batch, "equations_ok", "acceptance=verifier", NEEDS_POLICY).bool()
         return keep
 
 
@@ -58,7 +53,7 @@ class RewardThreshold(Acceptance):
         self.threshold = float(threshold)
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        return _field(batch, "reward", "reward_threshold") >= self.threshold
+        return field(batch, "reward", "acceptance=reward_threshold", NEEDS_POLICY) >= self.threshold
 
 
 class BestOfN(Acceptance):
@@ -69,7 +64,7 @@ class BestOfN(Acceptance):
     """
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        reward = _field(batch, "reward", "best_of_n").double()
+        reward = field(batch, "reward", "acceptance=best_of_n", NEEDS_POLICY).double()
         index, count = _group_index(batch, "best_of_n")
         # A random tie-breaker below the reward's resolution: rank by (reward, u).
         u = torch.rand(reward.shape, generator=generator, device=reward.device, dtype=torch.float64)
@@ -91,7 +86,7 @@ class ZeroVarianceFilter(Acceptance):
         self.start()
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        reward = _field(batch, "reward", "zero_variance").double()
+        reward = field(batch, "reward", "acceptance=zero_variance", NEEDS_POLICY).double()
         index, count = _group_index(batch, "zero_variance")
         high = _group_max(reward, index, count)
         low = -_group_max(-reward, index, count)
@@ -103,6 +98,71 @@ class ZeroVarianceFilter(Acceptance):
     def stats(self) -> dict[str, float]:
         return {"groups_seen": self.groups_seen, "groups_dropped": self.groups_dropped}
 
+    def stat_combiners(self) -> dict[str, str]:
+        return {"groups_seen": "sum", "groups_dropped": "sum"}
+
+
+class PassRateBand(Acceptance):
+    """Keep a prompt's whole group when its pass rate (the share of its k samples the verifier marks correct) lies
+    in the band (``acceptance=pass_rate_band``): DAPO's dynamic sampling, with the band configurable.
+
+    ``strict`` (default): low < rate < high, so the defaults (0, 1) drop the groups that are all wrong or all
+    right — the ones that give a group-relative method no signal. ``strict=false``: low ≤ rate ≤ high. Every
+    group's pass rate is counted, kept or not (``pass_rate_<c>_of_<k>``: groups with c of k correct), so a round
+    shows what the band cut; with ``sampler.count=groups`` the round draws prompts until enough groups are kept.
+    """
+
+    def __init__(self, low: float = 0.0, high: float = 1.0, strict: bool = True):
+        low, high = float(low), float(high)
+        if not (0.0 <= low <= 1.0 and 0.0 <= high <= 1.0):
+            raise ValueError(f"acceptance.low and acceptance.high must be pass rates in [0, 1], got {low}, {high}")
+        if low > high or (strict and low == high):
+            raise ValueError(
+                f"acceptance.low={low} and acceptance.high={high} leave no pass rate in the band "
+                f"({'low < rate < high' if strict else 'low ≤ rate ≤ high'}): set acceptance.low below acceptance.high"
+            )
+        self.low, self.high, self.strict = low, high, bool(strict)
+        self.start()
+
+    def start(self) -> None:
+        self.groups_seen = 0
+        self.groups_kept = 0
+        self.histogram: dict[tuple[int, int], int] = {}  # (correct, group size) → groups
+
+    def in_band(self, rate: torch.Tensor) -> torch.Tensor:
+        if self.strict:
+            return (rate > self.low) & (rate < self.high)
+        return (rate >= self.low) & (rate <= self.high)
+
+    def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
+        correct = field(batch, "correct", "acceptance=pass_rate_band", NEEDS_POLICY).long()
+        index, count = _group_index(batch, "pass_rate_band")
+        hits = torch.zeros(count, dtype=torch.long, device=correct.device).index_add_(0, index, correct)
+        sizes = torch.bincount(index, minlength=count)
+        keep = self.in_band(hits.double() / sizes.double())
+        self.groups_seen += count
+        self.groups_kept += int(keep.sum())
+        pairs, tally = torch.unique(torch.stack([hits, sizes], dim=1), dim=0, return_counts=True)
+        for (c, k), n in zip(pairs.tolist(), tally.tolist()):
+            self.histogram[(c, k)] = self.histogram.get((c, k), 0) + n
+        return keep[index]
+
+    def stats(self) -> dict[str, float]:
+        hist = {f"pass_rate_{c}_of_{k}": float(n) for (c, k), n in sorted(self.histogram.items())}
+        return {"groups_seen": float(self.groups_seen), "groups_kept": float(self.groups_kept), **hist}
+
+    def stat_combiners(self) -> dict[str, str]:
+        return dict.fromkeys(self.stats(), "sum")
+
+    def budget_hint(self) -> str:
+        """What the engine's budget error adds: the band and the pass rates the round saw."""
+        seen = ", ".join(f"{c}/{k}: {n}" for (c, k), n in sorted(self.histogram.items())) or "none yet"
+        band = f"{self.low:g} < rate < {self.high:g}" if self.strict else f"{self.low:g} ≤ rate ≤ {self.high:g}"
+        return (
+            f"acceptance=pass_rate_band keeps groups with {band}; groups by correct samples so far: {seen}. Widen the "
+            "band (acceptance.low / acceptance.high), use an easier prompt pool, or raise sampler.max_proposals"
+        )
+
 
 class Boltzmann(ProbabilisticAcceptance):
     """Accept with probability exp((r − r_max) / β), r_max the best reward of the sample's prompt group."""
@@ -113,7 +173,7 @@ class Boltzmann(ProbabilisticAcceptance):
         self.beta = float(beta)
 
     def log_accept_prob(self, batch: Batch) -> torch.Tensor:
-        reward = _field(batch, "reward", "boltzmann").double()
+        reward = field(batch, "reward", "acceptance=boltzmann", NEEDS_POLICY).double()
         index, count = _group_index(batch, "boltzmann")
         return ((reward - _group_max(reward, index, count)[index]) / self.beta).clamp(max=0.0)
 
@@ -135,7 +195,7 @@ class MaxPerPrompt(Acceptance):
         self.capped = 0
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        prompt = _field(batch, "prompt_id", "max_per_prompt")
+        prompt = field(batch, "prompt_id", "acceptance=max_per_prompt", NEEDS_POLICY)
         n = prompt.shape[0]
         if n == 0:
             return torch.zeros(0, dtype=torch.bool, device=prompt.device)
@@ -159,6 +219,9 @@ class MaxPerPrompt(Acceptance):
     def stats(self) -> dict[str, float]:
         return {"capped": self.capped}
 
+    def stat_combiners(self) -> dict[str, str]:
+        return {"capped": "sum"}
+
 
 class Dedup(Acceptance):
     """Keep the first sample of each distinct reasoning path per prompt, over the whole round (RFT).
@@ -176,8 +239,8 @@ class Dedup(Acceptance):
         self.duplicates = 0
 
     def accept(self, batch: Batch, generator: torch.Generator) -> torch.Tensor:
-        prompt = _field(batch, "prompt_id", "dedup")
-        path = _field(batch, "path_hash", "dedup")
+        prompt = field(batch, "prompt_id", "acceptance=dedup", NEEDS_POLICY)
+        path = field(batch, "path_hash", "acceptance=dedup", NEEDS_POLICY)
         n = prompt.shape[0]
         mask = torch.zeros(n, dtype=torch.bool, device=prompt.device)
         if n == 0:
@@ -196,3 +259,7 @@ class Dedup(Acceptance):
 
     def stats(self) -> dict[str, float]:
         return {"duplicates": self.duplicates, "distinct_paths": len(self.seen)}
+
+    def stat_combiners(self) -> dict[str, str]:
+        # every prompt lives on one process: its distinct paths are counted there only
+        return {"duplicates": "sum", "distinct_paths": "sum"}

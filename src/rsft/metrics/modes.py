@@ -70,7 +70,9 @@ class ModeCoverage(pl.Callback):
     the epoch's accepted set; it must hold at least that many (set ``sampler.num_accepted``).
     """
 
-    def __init__(self, samples: str = "model", num_samples: int = 10_000, k_std: float = 4.0, seed: int = 4242):
+    def __init__(
+        self, target: Any, samples: str = "model", num_samples: int = 10_000, k_std: float = 4.0, seed: int = 4242
+    ):
         if samples not in ("model", "accepted"):
             raise ValueError(f"callbacks.mode_coverage.samples must be 'model' or 'accepted', got {samples!r}")
         if num_samples <= 0:
@@ -80,19 +82,22 @@ class ModeCoverage(pl.Callback):
         self.k_std = float(k_std)
         self.seed = int(seed)
         self.proposals_total = 0.0
+        self.means, self.std = mixture_components(target)  # target: the run's task's ("@task.target")
+        self.accepted: Any = None  # the round's accepted rows (on_round)
 
     def _log(self, pl_module: pl.LightningModule, trainer: pl.Trainer, x: torch.Tensor) -> None:
-        means, std = mixture_components(trainer.datamodule.task.target)
-        figures = mode_coverage(x, means, std, self.k_std)
+        figures = mode_coverage(x, self.means, self.std, self.k_std)
         figures["proposals_total"] = self.proposals_total
         pl_module.log_dict({f"modes/{k}": v for k, v in figures.items()}, on_step=False, on_epoch=True, batch_size=1)
 
-    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stats = getattr(trainer.datamodule, "last_stats", None) or {}
+    def on_round(self, epoch: int, stats: dict[str, float], accepted: Any) -> None:
         self.proposals_total += float(stats.get("proposals_drawn", 0.0))
+        self.accepted = accepted
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self.samples != "accepted":
             return
-        accepted = trainer.datamodule.last_accepted
+        accepted = self.accepted
         have = 0 if not accepted else accepted["x"].shape[0]
         if have < self.num_samples:
             raise ValueError(

@@ -105,6 +105,10 @@ class FineTunedModel(pl.LightningModule):
             )
         return lr
 
+    def check_checkpoint(self, checkpoint: dict, where: str) -> None:
+        """Refuse a resume checkpoint whose entries beside the weights this model could not use (``where`` names
+        it in the error). Called before the run dir is touched; the default accepts any weights-only file."""
+
     def load_initial_weights(self, path: str | Path) -> None:
         """Start fine-tuning from a checkpoint's weights (a Lightning ``.ckpt`` or a state dict)."""
         path = Path(path)

@@ -19,7 +19,7 @@ from typing import Any
 import torch
 from torch.nn import functional as F
 
-from rsft.batch import Batch
+from rsft.batch import Batch, field
 from rsft.models.base import FineTunedModel
 
 
@@ -58,7 +58,10 @@ class CausalLM(FineTunedModel):
         eval_temperature: float = 0.7,
         eval_max_new_tokens: int = 48,
         eval_seed: int = 2024,
+        task: Any = None,
     ):
+        """``task``: the run's task (``model.net.task: "@task"``), which poses the evaluation prompts and scores
+        the completions; a model used on its own (no evaluation) needs none."""
         super().__init__(lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule)
         if max_seq_len < 2:
             raise ValueError(f"model.net.max_seq_len must be ≥ 2, got {max_seq_len}")
@@ -72,6 +75,7 @@ class CausalLM(FineTunedModel):
         self.eval_temperature = float(eval_temperature)
         self.eval_max_new_tokens = int(eval_max_new_tokens)
         self.eval_seed = int(eval_seed)
+        self.task = task
         self._base_state: dict[str, torch.Tensor] | None = None
         self._eval_sums: dict[str, list[float]] = {}
 
@@ -230,12 +234,9 @@ class CausalLM(FineTunedModel):
 
     # -- training -------------------------------------------------------------------------
     def training_loss(self, batch: Batch) -> torch.Tensor:
-        if "tokens" not in batch or "loss_mask" not in batch:
-            raise KeyError(
-                f"a language model trains on 'tokens' and 'loss_mask', but the batch has {sorted(batch)}: use "
-                "proposal=policy (or rows from encode_examples)"
-            )
-        tokens, mask = batch["tokens"], batch["loss_mask"]
+        fix = "use proposal=policy (or rows from encode_examples)"
+        tokens = field(batch, "tokens", "a language model's training step", fix)
+        mask = field(batch, "loss_mask", "a language model's training step", fix)
         used = mask.any(0).nonzero()
         width = int(used[-1]) + 1 if used.numel() else 2  # trim the right padding every row shares
         tokens, mask = tokens[:, :width], mask[:, :width]
@@ -268,14 +269,12 @@ class CausalLM(FineTunedModel):
 
     # -- evaluation -----------------------------------------------------------------------
     def _task(self) -> Any:
-        datamodule = getattr(self.trainer, "datamodule", None) if self._trainer is not None else None
-        task = getattr(datamodule, "task", None)
-        if task is None or not hasattr(task, "score"):
+        if self.task is None or not hasattr(self.task, "score"):
             raise RuntimeError(
-                "language-model evaluation needs a task that can score completions (e.g. task=arithmetic), "
-                f"reached through the trainer's data module; got {type(task).__name__}"
+                "language-model evaluation needs the run's task, one that scores completions (task=arithmetic, "
+                f"reasoning_gym): set model.net.task: '@task' (the model has {type(self.task).__name__})"
             )
-        return task
+        return self.task
 
     def evaluate_prompts(self, task: Any, ids: torch.Tensor, generator: torch.Generator) -> dict[str, torch.Tensor]:
         """Greedy accuracy (maj1@1), pass@k and maj@k (k = ``eval_k``) per prompt, as 0/1 tensors."""

@@ -6,7 +6,7 @@ import torch
 from torch import nn
 from torchmetrics.classification import MulticlassAccuracy
 
-from rsft.batch import Batch
+from rsft.batch import Batch, field
 from rsft.models.base import FineTunedModel
 
 
@@ -45,11 +45,7 @@ class MLPClassifier(FineTunedModel):
         return self.net(x.flatten(1))
 
     def training_loss(self, batch: Batch) -> torch.Tensor:
-        if "y" not in batch:
-            raise KeyError(
-                f"the classifier needs labels 'y' in the accepted batch, which has {sorted(batch)}: use a task that "
-                "labels its candidates"
-            )
+        field(batch, "y", "the classifier's training step", "use a task that labels its candidates")
         return nn.functional.cross_entropy(self(batch["x"]), batch["y"])
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:

@@ -18,17 +18,31 @@ Methods (``model.net.method``):
   (post-processing: group-specific thresholds on the base learner's probabilities; it reads the
   sensitive attribute at prediction time).
 
+The sensitive feature handed to fairlearn is the task's group id ``s``: the binary attribute, or one of K
+groups (the values of an attribute, or the value tuples of several), which ``MetricFrame``,
+``ExponentiatedGradient`` and ``ThresholdOptimizer`` take as they are (REFERENCES §9); the evaluation compares
+every group with the task's reference group, as for the other models.
+
 Both predict randomized decisions; they are drawn with ``random_state=model.net.seed`` per batch, so a
 run is reproducible. The scores handed to the evaluation are those 0/1 decisions: every threshold of
 the grid then gives the same decisions, so the validation split chooses nothing (``<split>/threshold``
 reads 0.01) and the fairlearn method alone decides.
+
+Checkpoints hold no fitted estimator, only a fingerprint of the fit as tensors (key ``fairlearn_fit``): a
+SHA-256 of the training rows and the fitted method's probability of a positive decision on every training
+row. ``resume`` refits the method on this config's training split and refuses, naming the entry, unless the
+refit reproduces both bit for bit. Refitting was chosen over storing the estimator's arrays and rebuilding it:
+the fit is deterministic given the data, ``C``, ``max_iter`` (and ``seed`` for the draws), so a resumed run
+goes through exactly the code and the estimator of an uninterrupted one, while a rebuild would set private
+attributes of fairlearn and scikit-learn objects (a second construction path to keep right by hand across
+versions). A checkpoint is then nothing but tensors, read with ``torch.load(weights_only=True)``; nothing in it
+is unpickled. The refit costs one fit (seconds) per resume.
 """
 
 from __future__ import annotations
 
-import io
-import pickle
-from collections.abc import Callable
+import hashlib
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import numpy as np
@@ -89,10 +103,12 @@ class FairlearnBaseline(TabularDecisionModel):
         threshold_split: str = "val",
         l2: float | None = None,
         lr: float = 1e-3,
+        groups: Sequence[str] | None = None,
+        reference: int = 1,
     ):
         # l2 (model=logistic's ½·l2·‖w‖² on the mean loss), when an experiment sets it, fixes the base learner's
         # C = 1 / (l2 · n) so both rows regularise alike; lr is accepted for the same reason and not used.
-        super().__init__(eval_splits, threshold_split, lr=lr)
+        super().__init__(eval_splits, threshold_split, lr=lr, groups=groups, reference=reference)
         if method not in METHODS:
             raise ValueError(
                 f"model.net.method={method!r} is not a fairlearn baseline; choose one of {', '.join(METHODS)}"
@@ -159,13 +175,86 @@ class FairlearnBaseline(TabularDecisionModel):
     def configure_optimizers(self) -> None:
         return None
 
-    # -- a fitted sklearn object in the checkpoint (so resume=auto continues with the same fit) -----------
+    # -- the checkpoint: a fingerprint of the fit, refitted and checked on resume (see the module docstring) ------
+    def decision_probabilities(self) -> torch.Tensor:
+        """The fitted method's probability of deciding 1 on each training row (float64): what its randomized
+        decisions are drawn from."""
+        x, s = self.rows["x"], self.rows["s"]
+        # _pmf_predict: the probabilities predict() draws from; fairlearn is pinned (0.15) in pyproject.toml.
+        if isinstance(self.estimator, ThresholdOptimizer):
+            pmf = self.estimator._pmf_predict(x, sensitive_features=s)
+        else:
+            pmf = self.estimator._pmf_predict(x)
+        return torch.as_tensor(np.ascontiguousarray(np.asarray(pmf, dtype=np.float64)[:, 1]))
+
+    def training_rows_digest(self) -> torch.Tensor:
+        """SHA-256 of the training rows (x, y, s as fitted), as 32 uint8."""
+        digest = hashlib.sha256()
+        for key in ("x", "y", "s"):
+            digest.update(np.ascontiguousarray(self.rows[key]).tobytes())
+        return torch.tensor(list(digest.digest()), dtype=torch.uint8)
+
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         if self.estimator is not None:
-            checkpoint["fairlearn_estimator"] = torch.frombuffer(
-                bytearray(pickle.dumps(self.estimator)), dtype=torch.uint8
-            )
+            checkpoint[FIT_KEY] = {
+                "training_rows_sha256": self.training_rows_digest(),
+                "decision_probabilities": self.decision_probabilities(),
+            }
 
     def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
-        if "fairlearn_estimator" in checkpoint:
-            self.estimator = pickle.load(io.BytesIO(checkpoint["fairlearn_estimator"].numpy().tobytes()))
+        where = self._resumed_checkpoint()
+        self.check_checkpoint(checkpoint, where)
+        fit = checkpoint.get(FIT_KEY)
+        if fit is None:
+            return  # saved before any fit (model.pretrain.steps=0): the evaluation says so
+        self.fit_method()
+        if not _identical(self.decision_probabilities(), fit["decision_probabilities"]):
+            self.estimator = None
+            raise ValueError(
+                f"{where}: the refit of model.net.method={self.method!r} does not reproduce "
+                f"{FIT_KEY}.decision_probabilities bit for bit (model.net.C, max_iter, or the fairlearn / "
+                "scikit-learn version differ from the run that wrote it); resume with that run's config and "
+                "environment, or start the run again without resume"
+            )
+
+    def check_checkpoint(self, checkpoint: dict[str, Any], where: str) -> None:
+        """The checks that need no refit: no pickled estimator, the fingerprint's layout, the same training rows."""
+        if PICKLED_KEY in checkpoint:
+            raise ValueError(
+                f"{where} holds {PICKLED_KEY!r}, a pickled fitted estimator (written by an earlier rsft); rsft no "
+                "longer unpickles checkpoint entries, since unpickling can run code. Start the run again without "
+                "resume: the fit is deterministic and takes seconds"
+            )
+        fit = checkpoint.get(FIT_KEY)
+        if fit is None:
+            return  # saved before any fit (model.pretrain.steps=0): the evaluation says so
+        if not isinstance(fit, dict) or set(fit) != {"training_rows_sha256", "decision_probabilities"}:
+            raise ValueError(
+                f"{where}: its {FIT_KEY!r} entry is not the fingerprint rsft writes (a dict of "
+                "training_rows_sha256 and decision_probabilities); give a checkpoint written by rsft"
+            )
+        if not _identical(self.training_rows_digest(), fit["training_rows_sha256"]):
+            raise ValueError(
+                f"{where}: {FIT_KEY}.training_rows_sha256 differs from this config's training split "
+                "(model.net.data): resume with the task config of the run that wrote the checkpoint"
+            )
+
+    def _resumed_checkpoint(self) -> str:
+        """How errors name the checkpoint being loaded: the ``resume`` key and, under a Trainer, the file."""
+        path = getattr(self._trainer, "ckpt_path", None)  # _trainer: None when called outside trainer.fit
+        return f"resume: the checkpoint {str(path)!r}" if path else "resume: the checkpoint"
+
+
+#: The checkpoint entry holding the fit's fingerprint (tensors only).
+FIT_KEY = "fairlearn_fit"
+#: Where rsft used to store the pickled estimator; refused, never unpickled.
+PICKLED_KEY = "fairlearn_estimator"
+
+
+def _identical(expected: torch.Tensor, stored: Any) -> bool:
+    return (
+        torch.is_tensor(stored)
+        and stored.dtype == expected.dtype
+        and stored.shape == expected.shape
+        and torch.equal(stored, expected)
+    )

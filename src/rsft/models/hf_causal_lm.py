@@ -42,6 +42,7 @@ from typing import Any
 import torch
 
 from rsft.models.causal_lm import CausalLM
+from rsft.models.checkpoint import load_weights_only
 from rsft.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
 
 #: ``model.net.path=package:<module>``: weights shipped inside an installed Python package.
@@ -211,7 +212,7 @@ class HFCausalLM(CausalLM):
             raise ValueError(f"model.net.finetune must be 'auto', 'lora' or 'full', got {finetune!r}")
         if finetune == "full" and lora:
             raise ValueError("model.net.finetune=full contradicts model.net.lora settings; set model.net.lora=null")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["task"])  # the task is the run's object, not a setting
         transformers = _require("transformers")
         if pretrained:
             weights = self._weights_dir(path, gguf_file, cache_dir, transformers)
@@ -345,7 +346,7 @@ class HFCausalLM(CausalLM):
             raise FileNotFoundError(
                 f"model.init_checkpoint={str(path)!r} does not exist; give the path of a .ckpt file"
             )
-        state = torch.load(path, map_location="cpu", weights_only=False)
+        state = load_weights_only(path, f"model.init_checkpoint={str(path)!r}")
         state = state.get("state_dict", state) if isinstance(state, dict) else state
         self.on_load_checkpoint({"state_dict": state})  # every adapter weight must be there
         self.load_state_dict(state, strict=False)

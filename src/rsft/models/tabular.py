@@ -4,12 +4,15 @@ Both output one logit for the favourable label. Evaluation follows AIF360's demo
 threshold is the one (of 0.01 … 0.99) with the best balanced accuracy on the split named
 ``threshold_split``; every evaluation split is then scored at that threshold with the metrics of
 :mod:`rsft.metrics.fairness`, logged as ``<split>/<metric>`` (plus ``<split>/threshold``).
-During fine-tuning the statistical parity difference of the labels of the epoch's accepted set is
-logged as ``train/accepted_spd`` (when the batches carry the sensitive attribute ``s``).
+The groups (``groups``: their names in metric keys, by group id s; ``reference``: the reference group's id)
+come from the task's split (``"@task.data.group_keys"``, ``"@task.data.reference"``); by default two groups,
+s = 1 the reference (AIF360's privileged group). During fine-tuning the label parity of the epoch's
+accepted set is logged: ``train/accepted_max_abs_spd`` (max over groups of |P(y=1 | g) − P(y=1 | reference)|)
+and, with two groups, ``train/accepted_spd`` (the other group minus the reference).
 
-``cell_weights`` (a 2×2 table [s][y]) weights each row's loss by its (sensitive attribute, label)
-cell: with the reweighing weights W(s, y) this is the exact weighted fit of AIF360's ``Reweighing``
-(``model=logistic_weighted``), the baseline reweighing-by-rejection is compared with.
+``cell_weights`` (a K×2 table [group][y]) weights each row's loss by its (group, label) cell: with the
+reweighing weights W(g, y) this is the exact weighted fit of AIF360's ``Reweighing`` (``model=logistic_weighted``),
+the baseline reweighing-by-rejection is compared with; for K groups it is the same fit with 2K cell weights.
 """
 
 from __future__ import annotations
@@ -19,9 +22,12 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
-from rsft.batch import Batch
+from rsft.batch import Batch, field
 from rsft.metrics.fairness import best_threshold, classification_report
 from rsft.models.base import FineTunedModel
+
+#: What a tabular decision model needs upstream.
+NEEDS_DECISIONS = "use proposal=dataset with task=decisions"
 
 
 class TabularDecisionModel(FineTunedModel):
@@ -35,6 +41,8 @@ class TabularDecisionModel(FineTunedModel):
         lr: float = 1e-2,
         weight_decay: float = 0.0,
         lr_schedule: str = "constant",
+        groups: Sequence[str] | None = None,
+        reference: int = 1,
     ):
         super().__init__(lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule)
         eval_splits = tuple(eval_splits)
@@ -43,34 +51,49 @@ class TabularDecisionModel(FineTunedModel):
                 f"model.net.threshold_split={threshold_split!r} must be one of "
                 f"model.net.eval_splits={list(eval_splits)}"
             )
+        self.group_keys = tuple(str(g) for g in groups) if groups else ("0", "1")
+        if len(self.group_keys) < 2 or not 0 <= int(reference) < len(self.group_keys):
+            raise ValueError(
+                f"model.net.reference={reference!r} must be the id of one of the model.net.groups "
+                f"{list(self.group_keys)} (at least two)"
+            )
+        self.reference = int(reference)
         self.eval_splits = eval_splits
         self.threshold_split = threshold_split
         self._collected: dict[int, list[tuple[torch.Tensor, torch.Tensor, torch.Tensor]]] = {}
+        self._accepted_parity: dict[str, float] = {}  # of the round just sampled (on_round), logged at epoch start
 
     def scores(self, batch: Batch) -> torch.Tensor:  # pragma: no cover - interface
         """Score of the favourable decision per row (decide favourable when score > threshold)."""
         raise NotImplementedError
 
+    def on_round(self, epoch: int, stats: dict[str, float], accepted: Batch) -> None:
+        """The data module has just rebuilt the accepted set: keep its labels' parity differences to log."""
+        self._accepted_parity = {}
+        if not accepted or "s" not in accepted or "y" not in accepted:
+            return
+        s, y = accepted["s"].long(), accepted["y"].double()
+        if not bool((s == self.reference).any()):
+            return
+        reference_rate = y[s == self.reference].mean()
+        spd = {g: float(y[s == g].mean() - reference_rate) for g in range(len(self.group_keys)) if bool((s == g).any())}
+        spd.pop(self.reference)
+        if spd:
+            self._accepted_parity["train/accepted_max_abs_spd"] = max(abs(v) for v in spd.values())
+        if len(self.group_keys) == 2 and (1 - self.reference) in spd:
+            self._accepted_parity["train/accepted_spd"] = spd[1 - self.reference]
+
     def on_train_epoch_start(self) -> None:
-        # The data module has just rebuilt the accepted set: log its labels' parity difference.
-        accepted = getattr(getattr(self.trainer, "datamodule", None), "last_accepted", None)
-        if accepted and "s" in accepted and "y" in accepted:
-            s, y = accepted["s"].long(), accepted["y"].double()
-            if bool((s == 0).any()) and bool((s == 1).any()):
-                spd = y[s == 0].mean() - y[s == 1].mean()
-                self.log("train/accepted_spd", float(spd), on_step=False, on_epoch=True, batch_size=1)
+        for name, value in self._accepted_parity.items():
+            self.log(name, value, on_step=False, on_epoch=True, batch_size=1)
 
     # -- evaluation -------------------------------------------------------------------------
     def on_validation_epoch_start(self) -> None:
         self._collected = {}
 
     def validation_step(self, batch: Batch, batch_idx: int, dataloader_idx: int = 0) -> None:
-        if "s" not in batch:
-            raise KeyError(
-                "fairness evaluation needs the sensitive attribute 's' in every evaluation batch, which has "
-                f"{sorted(batch)}"
-            )
-        self._collected.setdefault(dataloader_idx, []).append((self.scores(batch), batch["y"], batch["s"]))
+        s = field(batch, "s", "fairness evaluation (every evaluation batch)", NEEDS_DECISIONS)
+        self._collected.setdefault(dataloader_idx, []).append((self.scores(batch), batch["y"], s))
 
     def evaluation_data(self) -> dict[str, tuple[torch.Tensor, torch.Tensor, torch.Tensor]]:
         """The last validation round's (scores, y, s) per evaluation split."""
@@ -93,7 +116,7 @@ class TabularDecisionModel(FineTunedModel):
             return
         threshold = self.decision_threshold()
         for split, (scores, y, s) in self.evaluation_data().items():
-            report = classification_report(scores, y, s, threshold)
+            report = classification_report(scores, y, s, threshold, self.reference, self.group_keys)
             report["threshold"] = threshold
             self.log_dict({f"{split}/{k}": float(v) for k, v in report.items()}, batch_size=1, add_dataloader_idx=False)
 
@@ -116,14 +139,24 @@ class BinaryTabularClassifier(TabularDecisionModel):
         eval_splits: tuple[str, ...] = ("val", "test"),
         threshold_split: str = "val",
         cell_weights: Sequence[Sequence[float]] | None = None,
+        groups: Sequence[str] | None = None,
+        reference: int = 1,
     ):
-        super().__init__(eval_splits, threshold_split, lr=lr, weight_decay=weight_decay, lr_schedule=lr_schedule)
+        super().__init__(
+            eval_splits,
+            threshold_split,
+            lr=lr,
+            weight_decay=weight_decay,
+            lr_schedule=lr_schedule,
+            groups=groups,
+            reference=reference,
+        )
         if input_dim <= 0:
             raise ValueError(f"model.net.input_dim must be positive, got {input_dim}")
         if l2 < 0:
             raise ValueError(f"model.net.l2 must be ≥ 0, got {l2}")
         self.save_hyperparameters()
-        self.cell_weights = None if cell_weights is None else _check_cell_weights(cell_weights)
+        self.cell_weights = None if cell_weights is None else _check_cell_weights(cell_weights, len(self.group_keys))
         layers: list[nn.Module] = []
         width = int(input_dim)
         for h in hidden:
@@ -146,15 +179,10 @@ class BinaryTabularClassifier(TabularDecisionModel):
 
     # -- training ---------------------------------------------------------------------------
     def training_loss(self, batch: Batch) -> torch.Tensor:
-        if "y" not in batch:
-            raise KeyError(f"the classifier needs labels 'y' in the accepted batch, which has {sorted(batch)}")
-        losses = nn.functional.binary_cross_entropy_with_logits(self(batch["x"]), batch["y"].float(), reduction="none")
+        y = field(batch, "y", "a tabular classifier's training step", NEEDS_DECISIONS)
+        losses = nn.functional.binary_cross_entropy_with_logits(self(batch["x"]), y.float(), reduction="none")
         if self.cell_weights is not None:
-            if "s" not in batch:
-                raise KeyError(
-                    "model.net.cell_weights weights rows by their (s, y) cell: the batch needs the sensitive "
-                    f"attribute 's', which it lacks (it has {sorted(batch)}); use proposal=dataset with task=decisions"
-                )
+            field(batch, "s", "model.net.cell_weights (it weights rows by their (group, y) cell)", NEEDS_DECISIONS)
             # the mean of w·loss, not normalised by Σw: the weights average 1 over the training split, so this
             # is sklearn's sample_weight objective divided by n (what the l2 = 1/n convention assumes)
             losses = losses * self.cell_weights.to(losses.device)[batch["s"].long(), batch["y"].long()]
@@ -165,12 +193,12 @@ class BinaryTabularClassifier(TabularDecisionModel):
         return loss
 
 
-def _check_cell_weights(cell_weights: Sequence[Sequence[float]]) -> torch.Tensor:
+def _check_cell_weights(cell_weights: Sequence[Sequence[float]], num_groups: int) -> torch.Tensor:
     weights = torch.as_tensor(cell_weights, dtype=torch.float32)
-    if weights.shape != (2, 2) or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
+    if weights.shape != (num_groups, 2) or not bool(torch.isfinite(weights).all()) or bool((weights < 0).any()):
         raise ValueError(
-            "model.net.cell_weights must be a 2×2 table [[w(s=0,y=0), w(s=0,y=1)], [w(s=1,y=0), w(s=1,y=1)]] of "
-            f"finite non-negative weights, got {cell_weights!r}"
+            f"model.net.cell_weights must be a {num_groups}×2 table [[w(s=0,y=0), w(s=0,y=1)], [w(s=1,y=0), ...], ...] "
+            f"of finite non-negative weights, one row per group of model.net.groups, got {cell_weights!r}"
         )
     return weights
 

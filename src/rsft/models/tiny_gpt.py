@@ -78,7 +78,7 @@ class TinyGPT(CausalLM):
             raise ValueError(f"model.net.n_embd={n_embd} must be a multiple of model.net.n_head={n_head}")
         if not 0.0 <= dropout < 1.0:
             raise ValueError(f"model.net.dropout must be in [0, 1), got {dropout}")
-        self.save_hyperparameters()
+        self.save_hyperparameters(ignore=["task"])  # the task is the run's object, not a setting
         self.tokenizer = CharTokenizer(alphabet)
         self.tok_emb = nn.Embedding(self.tokenizer.vocab_size, n_embd)
         self.pos_emb = nn.Embedding(max_seq_len, n_embd)

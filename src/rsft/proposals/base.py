@@ -62,6 +62,10 @@ class Proposal:
         """Figures of the round just sampled, beyond the engine's (logged; quoted when a round accepts nothing)."""
         return {}
 
+    def stat_combiners(self) -> dict[str, str]:
+        """How each figure of :meth:`round_stats` combines over processes (see ``Acceptance.stat_combiners``)."""
+        return {}
+
     def training_rows(self, accepted: Batch) -> Batch:
         """The round's training set, built from its accepted rows: by default those rows themselves."""
         return accepted

@@ -338,6 +338,22 @@ class PolicyProposal(Proposal):
             "round_tokens_per_s": c["tokens"] / c["generate_seconds"] if c["generate_seconds"] > 0 else 0.0,
         }
 
+    def stat_combiners(self) -> dict[str, str]:
+        # counts add up over processes (each owns whole prompts); rates and speeds are per process, averaged
+        counts = ("round_prompts", "round_candidates", "round_tokens")
+        rates = (
+            "round_correct_rate",
+            "round_finished_rate",
+            "round_mean_reward",
+            "round_prompts_with_correct",
+            "round_correct_paths_per_prompt",
+            "round_prompts_with_accepted",
+            "round_accepted_paths_per_prompt",
+            "round_accepted_per_prompt",
+            "round_tokens_per_s",
+        )
+        return {**dict.fromkeys(counts, "sum"), **dict.fromkeys(rates, "mean")}
+
     def training_rows(self, accepted: Batch) -> Batch:
         """The round's training set: the accepted rows (+ the gold SFT rows), ``passes_per_round`` times."""
         batch = accepted

@@ -54,8 +54,14 @@ class SamplingStatsLogger(pl.Callback):
         "exact_round",
     )
 
+    def __init__(self) -> None:
+        self.stats: dict[str, float] = {}  # of the round the data module sampled for this epoch
+
+    def on_round(self, epoch: int, stats: dict[str, float], accepted: object) -> None:
+        self.stats = stats
+
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        stats = getattr(trainer.datamodule, "last_stats", None) or {}
+        stats = self.stats
         values = {}
         for key, value in stats.items():
             number = _number(value)
@@ -95,14 +101,21 @@ class SamplingStatsLogger(pl.Callback):
 
 
 class EpochRecorder(pl.Callback):
-    """Appends one JSON line per finished epoch (every logged scalar) to ``<run_dir>/epochs.jsonl``.
+    """Appends one JSON line per finished epoch to ``<run_dir>/epochs.jsonl``: every logged scalar, plus every
+    figure of the epoch's sampling round as ``sampling/<name>`` (the logged ones and the rest).
 
-    On resume the rows of epochs that will be re-run are dropped first, so the file always reads as
-    one uninterrupted run.
+    The row of an epoch is written before that epoch's checkpoint (Lightning runs checkpoint callbacks last),
+    so a run's final metrics can always be read back from its last row (:func:`final_row`), also after a
+    kill between the last checkpoint and ``metrics.json``. On resume the rows of epochs that will be re-run
+    are dropped first, so the file always reads as one uninterrupted run.
     """
 
     def __init__(self, path: str | Path):
         self.path = Path(path)
+        self.round: dict[str, float] = {}
+
+    def on_round(self, epoch: int, stats: dict[str, float], accepted: object) -> None:
+        self.round = {f"sampling/{key}": value for key, value in scalar_metrics(stats).items()}
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # on_train_start runs after a checkpoint's training state is restored: current_epoch is the
@@ -118,7 +131,8 @@ class EpochRecorder(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        row = {"epoch": trainer.current_epoch, **scalar_metrics(dict(trainer.callback_metrics))}
+        # the round's figures exactly (the logged copies went through float32)
+        row = {"epoch": trainer.current_epoch, **scalar_metrics(dict(trainer.callback_metrics)), **self.round}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")
@@ -130,3 +144,12 @@ class EpochRecorder(pl.Callback):
                 trainer.current_epoch,
                 ", ".join(f"{k[4:]} {v:.4g}" for k, v in sorted(validation.items())),
             )
+
+
+def final_row(path: str | Path) -> dict[str, float]:
+    """The last row of an ``epochs.jsonl`` (without its ``epoch``): the figures a run ends with; {} when none."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    rows = [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    return {key: value for key, value in rows[-1].items() if key != "epoch"} if rows else {}

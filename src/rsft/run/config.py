@@ -42,7 +42,12 @@ def register_resolvers() -> None:
         OmegaConf.register_new_resolver("rsft_pool_size", pool_size)
 
 
-def pool_size(pool: str, num_sft: int, num_answer_only: int) -> int:
+def pool_size(pool: str, num_sft: int | None, num_answer_only: int) -> int:
+    if num_sft is None:
+        raise ValueError(
+            "proposal.prompts_per_round follows task.num_sft, which is null (task=prompts: all training rows, counted "
+            "only when the file is read); set proposal.prompts_per_round to the number of prompts per round"
+        )
     sizes = {"sft": int(num_sft), "answer_only": int(num_answer_only), "both": int(num_sft) + int(num_answer_only)}
     if pool not in sizes:
         raise ValueError(f"proposal.pool must be one of {sorted(sizes)}, got {pool!r}")

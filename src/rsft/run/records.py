@@ -11,6 +11,7 @@ Every run writes ``<run dir>/run.json`` when it starts and updates it when it en
       "sweep_dir": "/.../multiruns/<time>",  # null outside a multirun
       "job_num": 3, "job_id": "...",         # Hydra's job number in the sweep (null outside a multirun)
       "launcher": "hydra_plugins....LocalLauncher",  # null when unknown
+      "host": "node-3", "pid": 12345,        # where the job ran (rank 0's process under multi-process training)
       "status": "running" | "finished",
       "started": "2026-...Z", "finished": "2026-...Z" | null
     }
@@ -24,6 +25,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
@@ -111,6 +113,7 @@ def check_writable(run_dir: Path) -> None:
 def start_record(run_dir: Path, name: str) -> dict[str, Any]:
     """Write ``run.json`` with status ``running``; returns the record."""
     record = {"name": name, "run_dir": str(Path(run_dir).resolve()), **hydra_job_info()}
+    record.update(host=socket.gethostname(), pid=os.getpid())
     record.update(status="running", started=_now(), finished=None)
     write_json(Path(run_dir) / RUN_RECORD, record)
     return record

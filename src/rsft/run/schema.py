@@ -132,10 +132,51 @@ def _check_ranges(cfg: DictConfig) -> None:
             _at_least(model.pretrain, "steps", 0, "model.pretrain.steps")
             _at_least(model.pretrain, "batch_size", 1, "model.pretrain.batch_size")
     trainer = cfg.get("trainer")
-    if isinstance(trainer, DictConfig) and trainer.get("max_epochs") is not None and trainer.max_epochs < -1:
+    if isinstance(trainer, DictConfig):
+        if trainer.get("max_epochs") is not None and trainer.max_epochs < -1:
+            raise ConfigError(
+                f"trainer.max_epochs={trainer.max_epochs} must be a non-negative integer or -1 (no limit): "
+                "set trainer.max_epochs to the number of rounds"
+            )
+        _check_devices(trainer)
+
+
+def _cuda_available() -> bool:
+    import torch
+
+    return torch.cuda.is_available()
+
+
+def _check_devices(trainer: DictConfig) -> None:
+    """``trainer.devices`` and ``trainer.accelerator`` as Lightning reads them (checked here, before any write,
+    instead of in Lightning's Trainer once the run has started)."""
+    from pytorch_lightning.accelerators import AcceleratorRegistry
+
+    accelerator = trainer.get("accelerator", "auto")
+    known = ["auto", "gpu", *AcceleratorRegistry.available_accelerators()]
+    if isinstance(accelerator, str) and accelerator not in known:
+        raise ConfigError(f"trainer.accelerator={accelerator!r} is not an accelerator: set it to one of {known}")
+    if "devices" not in trainer:
+        return
+    devices = OmegaConf.to_container(trainer.devices) if OmegaConf.is_config(trainer.devices) else trainer.devices
+    if isinstance(devices, str) and devices.strip() not in ("auto", "-1"):
+        parts = [p.strip() for p in devices.split(",") if p.strip()]
+        devices = [int(p) for p in parts] if parts and all(p.isdigit() for p in parts) else devices
+    ok = (
+        devices in ("auto", "-1", -1)
+        or (isinstance(devices, int) and not isinstance(devices, bool) and devices > 0)
+        or (isinstance(devices, list) and devices and all(isinstance(d, int) and d >= 0 for d in devices))
+    )
+    on_cpu = accelerator == "cpu" or (accelerator == "auto" and not _cuda_available())
+    if ok and isinstance(devices, list) and on_cpu:
         raise ConfigError(
-            f"trainer.max_epochs={trainer.max_epochs} must be a non-negative integer or -1 (no limit): "
-            "set trainer.max_epochs to the number of rounds"
+            f"trainer.devices={devices!r} lists device indices, which only GPUs have: on CPU set trainer.devices "
+            "to a number of processes (e.g. trainer=ddp_cpu for 2)"
+        )
+    if not ok:
+        raise ConfigError(
+            f"trainer.devices={devices!r} is not a device count: set trainer.devices to a positive integer, -1 (all), "
+            "'auto', or a list of device indices such as [0, 1]"
         )
 
 

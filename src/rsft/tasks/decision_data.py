@@ -1,9 +1,11 @@
-"""Credit-decision datasets (Adult, German credit, COMPAS) preprocessed as AIF360's "preproc" loaders do.
+"""Decision datasets: the shipped ones (Adult, German credit, COMPAS, heart disease) and a user's own file.
 
-Each loader returns a :class:`TabularTable`: numeric features (categoricals one-hot), a binary label
-(1 = favourable outcome) and binary sensitive attributes (1 = privileged group). The sensitive
-attributes stay among the features, as in AIF360. :func:`load_decision_split` turns a table into a
-seeded 70/15/15 train/valid/test split, standardised with the training split's mean and std only.
+The shipped loaders preprocess as AIF360's "preproc" loaders do (heart: see :func:`load_heart`) and return a
+:class:`~rsft.tasks.decision_table.TabularTable`: numeric features (categoricals one-hot), a binary label
+(1 = favourable outcome) and binary sensitive attributes (1 = privileged group), which stay among the
+features, as in AIF360. ``dataset=file`` reads a user's table instead (:mod:`rsft.tasks.table_file`).
+:func:`load_decision_split` turns a table into a seeded 70/15/15 train/valid/test split, standardised with the
+training split's mean and std only, whose ``s`` is the group of each row (:func:`split_table`).
 
 Adult and German credit are shipped gzip-compressed inside the package (UCI, CC BY 4.0; see NOTICE).
 COMPAS has no stated licence and is never shipped: it is read from a path the user gives or from an
@@ -14,57 +16,47 @@ from __future__ import annotations
 
 import csv
 import functools
-import gzip
 import importlib.util
-import io
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
 
+from rsft.tasks.decision_table import GroupCoding, TabularTable, encode_groups, one_hot, open_text
+from rsft.tasks.table_file import load_file_table, text_of
+
 DATA_DIR = Path(__file__).resolve().parent / "data"
-DATASETS = ("adult", "german", "compas", "heart")
-#: Sensitive attributes each dataset offers (1 = privileged), in the order AIF360 lists them.
-SENSITIVE = {"adult": ("sex", "race"), "german": ("sex", "age"), "compas": ("sex", "race"), "heart": ("sex", "age")}
+SHIPPED = ("adult", "german", "compas", "heart")
+#: ``task.data.dataset``: a shipped dataset, or ``file`` (``task.data.path``: the user's table).
+DATASETS = (*SHIPPED, "file")
+#: Sensitive attributes each dataset offers (the binary ones: 1 = privileged), in the order AIF360 lists them;
+#: Adult's ``race_full`` is the file's five race values (for intersectional groups, e.g. ``[sex, race_full]``).
+SENSITIVE = {
+    "adult": ("sex", "race", "race_full"),
+    "german": ("sex", "age"),
+    "compas": ("sex", "race"),
+    "heart": ("sex", "age"),
+}
+#: Names of the levels (0, 1) of the shipped binary attributes, as groups are named in reports and metric keys.
+LEVELS = {
+    "adult": {"sex": ("Female", "Male"), "race": ("non-White", "White")},
+    "german": {"sex": ("Female", "Male"), "age": ("under 26", "26 and over")},
+    "compas": {"sex": ("Male", "Female"), "race": ("African-American", "Caucasian")},
+    "heart": {"sex": ("Female", "Male"), "age": ("under 55", "55 and over")},
+}
 SPLIT_FRACTIONS = (0.7, 0.15, 0.15)
+#: Keys that describe a user's file; the shipped datasets have their fixed preprocessing instead.
+FILE_KEYS = ("label", "favorable", "features", "drop", "categorical")
 
 
 class DatasetUnavailableError(FileNotFoundError):
     """A dataset that rsft does not ship (COMPAS) was asked for and no copy was found."""
 
 
-@dataclass(frozen=True)
-class TabularTable:
-    """A preprocessed dataset: ``features`` (n, d), ``label`` (n,) in {0, 1}, binary ``attributes``."""
-
-    name: str
-    features: np.ndarray
-    feature_names: tuple[str, ...]
-    label: np.ndarray
-    attributes: dict[str, np.ndarray] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        n = self.features.shape[0]
-        if self.features.ndim != 2 or self.features.shape[1] != len(self.feature_names):
-            raise ValueError(
-                f"{self.name}: features of shape {self.features.shape} for {len(self.feature_names)} names"
-            )
-        if self.label.shape != (n,) or any(a.shape != (n,) for a in self.attributes.values()):
-            raise ValueError(f"{self.name}: label and attributes must have one entry per row ({n})")
-
-    def __len__(self) -> int:
-        return self.features.shape[0]
-
-
 # -- reading files ------------------------------------------------------------------------------
-def _open_text(path: Path) -> io.TextIOBase:
-    if path.suffix == ".gz":
-        return io.TextIOWrapper(gzip.open(path, "rb"), encoding="utf-8", newline="")
-    return path.open("r", encoding="utf-8", newline="")
-
-
 def _find(directory: Path, name: str) -> Path:
     """``name`` or ``name.gz`` inside ``directory``."""
     for candidate in (directory / name, directory / f"{name}.gz"):
@@ -84,22 +76,12 @@ def _check_path(path: str | Path | None, key: str = "task.data.path") -> Path | 
     return path
 
 
-def _one_hot(values: Sequence[object], name: str) -> tuple[np.ndarray, list[str]]:
-    """One column per category (sorted by their text, as pandas.get_dummies orders them)."""
-    text = [str(v) for v in values]
-    categories = sorted(set(text))
-    index = {c: i for i, c in enumerate(categories)}
-    out = np.zeros((len(text), len(categories)))
-    out[np.arange(len(text)), [index[t] for t in text]] = 1.0
-    return out, [f"{name}={c}" for c in categories]
-
-
 def _assemble(
     name: str, categorical: dict[str, list], binary: dict[str, np.ndarray], label: np.ndarray, sensitive: Sequence[str]
 ) -> TabularTable:
     columns, names = [], []
     for column, values in categorical.items():
-        block, block_names = _one_hot(values, column)
+        block, block_names = one_hot(values, column)
         columns.append(block)
         names += block_names
     for column, values in binary.items():
@@ -111,6 +93,8 @@ def _assemble(
         feature_names=tuple(names),
         label=label.astype(np.int64),
         attributes={a: binary[a].astype(np.int64) for a in sensitive},
+        levels={a: LEVELS[name][a] for a in sensitive},
+        privileged=dict.fromkeys(sensitive, 1),
     )
 
 
@@ -135,7 +119,7 @@ ADULT_COLUMNS = (
 
 
 def _adult_rows(path: Path, skip_first: bool) -> list[list[str]]:
-    with _open_text(path) as handle:
+    with open_text(path) as handle:
         reader = csv.reader(handle, skipinitialspace=True)
         rows = [row for row in reader if len(row) == len(ADULT_COLUMNS)]
     return rows[1:] if skip_first and rows and not rows[0][0].isdigit() else rows
@@ -143,14 +127,15 @@ def _adult_rows(path: Path, skip_first: bool) -> list[list[str]]:
 
 def load_adult(path: str | Path | None = None) -> TabularTable:
     """48,842 rows (adult.data + adult.test). Label income > 50K. Features: race (White = 1),
-    sex (Male = 1), age decade (70+ merged, 7 columns), education years (≤5 and ≥13 merged, 9 columns)."""
+    sex (Male = 1), age decade (70+ merged, 7 columns), education years (≤5 and ≥13 merged, 9 columns).
+    Attributes: sex, race (binary, as the features) and race_full (the five race values; not a feature)."""
     directory = _check_path(path) or DATA_DIR
     rows = _adult_rows(_find(directory, "adult.data"), skip_first=False)
     rows += _adult_rows(_find(directory, "adult.test"), skip_first=True)
     col = {c: i for i, c in enumerate(ADULT_COLUMNS)}
     age = [int(r[col["age"]]) // 10 * 10 for r in rows]
     education = [int(r[col["education-num"]]) for r in rows]
-    return _assemble(
+    table = _assemble(
         "adult",
         categorical={
             "Age (decade)": [">=70" if a >= 70 else a for a in age],
@@ -161,7 +146,20 @@ def load_adult(path: str | Path | None = None) -> TabularTable:
             "sex": np.array([r[col["sex"]] == "Male" for r in rows]),
         },
         label=np.array([r[col["income-per-year"]].rstrip(".") == ">50K" for r in rows]),
-        sensitive=SENSITIVE["adult"],
+        sensitive=("sex", "race"),
+    )
+    # race_full: the five race values of the file, for intersectional groups only (not a feature, not binary)
+    race = [r[col["race"]] for r in rows]
+    race_levels = tuple(sorted(set(race)))
+    codes = {level: i for i, level in enumerate(race_levels)}
+    return TabularTable(
+        table.name,
+        table.features,
+        table.feature_names,
+        table.label,
+        attributes={**table.attributes, "race_full": np.array([codes[r] for r in race], dtype=np.int64)},
+        levels={**table.levels, "race_full": race_levels},
+        privileged=table.privileged,
     )
 
 
@@ -185,7 +183,7 @@ def load_german(path: str | Path | None = None) -> TabularTable:
     file = _check_path(path) or DATA_DIR / "german.data.gz"
     if file.is_dir():
         file = _find(file, "german.data")
-    with _open_text(file) as handle:
+    with open_text(file) as handle:
         rows = [line.split() for line in handle if line.strip()]
     return _assemble(
         "german",
@@ -232,7 +230,7 @@ def load_compas(path: str | Path | None = None) -> TabularTable:
     arrest, is_recid known, no ordinary traffic offences, a score), African-American and Caucasian
     only. Label: no recidivism within two years (favourable). Features: age category, priors count
     (0, 1–3, >3), charge degree (one-hot), sex (Female = 1), race (Caucasian = 1)."""
-    with _open_text(compas_path(path)) as handle:
+    with open_text(compas_path(path)) as handle:
         reader = csv.reader(handle)
         header = next(reader)
         col = {}
@@ -283,7 +281,7 @@ def load_heart(path: str | Path | None = None) -> TabularTable:
     file = _check_path(path) or DATA_DIR / "heart.csv.gz"
     if file.is_dir():
         file = _find(file, "heart.csv")
-    with _open_text(file) as handle:
+    with open_text(file) as handle:
         reader = csv.DictReader(handle)
         rows = list(reader)
         header = reader.fieldnames or []
@@ -313,7 +311,7 @@ def load_heart(path: str | Path | None = None) -> TabularTable:
     # binary attribute column and "age (years)" the numeric one
     names = tuple(f"{c} (years)" if c == "age" else c for c in HEART_NUMERIC) + table.feature_names
     features = np.concatenate([numeric, table.features], axis=1)
-    return TabularTable("heart", features, names, table.label, table.attributes)
+    return TabularTable("heart", features, names, table.label, table.attributes, table.levels, table.privileged)
 
 
 LOADERS: dict[str, Callable[[str | Path | None], TabularTable]] = {
@@ -334,23 +332,12 @@ def load_table(dataset: str, path: str | Path | None = None) -> TabularTable:
 
 
 # -- splits ---------------------------------------------------------------------------------------
-def check_binary_sensitive(s: np.ndarray | torch.Tensor, name: str) -> None:
-    """The sensitive attribute must be 0/1 with both groups present."""
-    values = np.unique(np.asarray(s)).tolist()
-    if any(v not in (0, 1) for v in values):
-        raise ValueError(
-            f"sensitive attribute {name!r} must be binary (1 = privileged, 0 = unprivileged) but takes the values "
-            f"{values[:10]}{' ...' if len(values) > 10 else ''}; binarise it first"
-        )
-    if values != [0, 1]:
-        raise ValueError(
-            f"sensitive attribute {name!r} has only the group(s) {values}: both groups 0 and 1 must be present"
-        )
-
-
 @dataclass(frozen=True)
 class DecisionSplit:
-    """Train/valid/test batches (``x`` float32 standardised, ``y`` and ``s`` int64, ``index`` row id)."""
+    """Train/valid/test batches (``x`` float32 standardised, ``y`` int64, ``s`` the row's group id (int64),
+    ``index`` row id), with the groups' names (``groups``, by id), their names in metric keys
+    (``group_keys``), the ``reference`` group of the parity figures, and what was decided from the data
+    (``records``, written to the run dir as ``data_choices.json``)."""
 
     dataset: str
     sensitive: str
@@ -359,10 +346,17 @@ class DecisionSplit:
     train: dict[str, torch.Tensor]
     valid: dict[str, torch.Tensor]
     test: dict[str, torch.Tensor]
+    groups: tuple[str, ...] = ("s=0", "s=1")
+    group_keys: tuple[str, ...] = ("0", "1")
+    reference: int = 1
+    records: dict[str, Any] = field(default_factory=dict)
 
     @property
     def input_dim(self) -> int:
         return len(self.feature_names)
+
+
+PARTS = ("training", "validation", "test")
 
 
 def _cut(rows: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
@@ -372,42 +366,135 @@ def _cut(rows: np.ndarray, fractions: Sequence[float]) -> list[np.ndarray]:
     return np.split(rows, [n_train, n_train + n_valid])
 
 
+def attribute_names(sensitive: str | Sequence[str] | None) -> tuple[str, ...]:
+    """``task.data.sensitive`` as a tuple of attribute names (one name, or a list: intersectional groups)."""
+    names = (sensitive,) if isinstance(sensitive, str) else tuple(sensitive or ())
+    if not names or not all(isinstance(n, str) and n for n in names) or len(set(names)) != len(names):
+        raise ValueError(
+            f"task.data.sensitive={sensitive!r} must be an attribute (column) name or a list of distinct names"
+        )
+    return names
+
+
+def _shown(attributes: tuple[str, ...]) -> str:
+    return repr(attributes[0]) if len(attributes) == 1 else repr(list(attributes))
+
+
+def _check_cells(table: TabularTable, coding: GroupCoding) -> None:
+    """At least two groups, and every (group, label) cell has rows in the table."""
+    key = f"task.data.sensitive={_shown(coding.attributes)}"
+    if len(coding) < 2:
+        raise ValueError(f"{key} gives one group only ({coding.names[0]}) in {table.name}: at least two are needed")
+    counts = np.bincount(2 * coding.ids + table.label, minlength=2 * len(coding)).reshape(-1, 2)
+    for g, y in zip(*np.nonzero(counts == 0)):
+        raise ValueError(
+            f"{key}: the cell (group {coding.names[g]}, label y={y}) has no rows in {table.name}; every (group, label) "
+            f"cell needs rows (the group's {'TPR' if y == 1 else 'FPR'} and the fairness rules' weights depend on "
+            "it): merge this group with another (recode the column) or drop an attribute from task.data.sensitive"
+        )
+
+
+def _check_parts(coding: GroupCoding, label: np.ndarray, parts: list[np.ndarray], stratify: bool) -> None:
+    """Every group in every split, and every (group, label) cell in the training split."""
+    key = f"task.data.sensitive={_shown(coding.attributes)}"
+    k = len(coding)
+    per_part = [np.bincount(2 * coding.ids[rows] + label[rows], minlength=2 * k).reshape(k, 2) for rows in parts]
+    for g in range(k):
+        total = int(sum(counts[g].sum() for counts in per_part))
+        fix = (
+            f"merge the group with another (it has {total} rows) or drop an attribute from task.data.sensitive"
+            if stratify
+            else "set task.data.stratify=true (each (group, label) cell is then cut 70/15/15), or merge the group "
+            "with another"
+        )
+        for part, counts in zip(PARTS, per_part):
+            if counts[g].sum() == 0:
+                elsewhere = [p for p, c in zip(PARTS, per_part) if c[g].sum() > 0]
+                effect = "no model or fairness rule sees it" if part == "training" else "its figures there are unknown"
+                raise ValueError(
+                    f"{key}: the group {coding.names[g]} has no rows in the {part} split (its {total} rows are in the "
+                    f"{' and '.join(elsewhere)} split{'s' if len(elsewhere) > 1 else ''}), so {effect}; {fix}"
+                )
+        for y in (0, 1):
+            if per_part[0][g, y] == 0:
+                raise ValueError(
+                    f"{key}: the cell (group {coding.names[g]}, label y={y}) has no rows in the training split, so the "
+                    f"fairness rules cannot weight it; {fix}"
+                )
+
+
+def _reference(table: TabularTable, coding: GroupCoding, reference: Any, train_rows: np.ndarray) -> tuple[int, str]:
+    """The reference group of the parity figures and why it is the one."""
+    if reference is not None:
+        values = list(reference) if isinstance(reference, (list, tuple)) else [reference]
+        wanted = tuple(text_of(v) for v in values)
+        for g, levels in enumerate(coding.levels):
+            if levels == wanted:
+                return g, "task.data.reference"
+        shown = [list(lv) if len(lv) > 1 else lv[0] for lv in coding.levels]
+        raise ValueError(
+            f"task.data.reference={reference!r} is not a group of {table.name} under task.data.sensitive="
+            f"{_shown(coding.attributes)}; the groups: {shown} (one value per attribute, in that order)"
+        )
+    (attribute,) = coding.attributes if len(coding.attributes) == 1 else (None,)
+    if attribute in table.privileged:
+        rows = np.nonzero(table.attributes[attribute] == table.privileged[attribute])[0]
+        return int(coding.ids[rows[0]]), "the privileged group of the shipped attribute (1, as AIF360 codes it)"
+    ids, y = coding.ids[train_rows], table.label[train_rows]
+    rates = np.bincount(ids, weights=y, minlength=len(coding)) / np.bincount(ids, minlength=len(coding))
+    return int(np.argmax(rates)), (
+        "the highest favourable-label rate on the training split (task.data.reference chooses another)"
+    )
+
+
 def split_table(
     table: TabularTable,
-    sensitive: str,
+    sensitive: str | Sequence[str],
     seed: int,
     fractions: Sequence[float] = SPLIT_FRACTIONS,
     stratify: bool = False,
+    reference: Any = None,
 ) -> DecisionSplit:
     """Seeded random split; features standardised with the training split's statistics only.
 
-    ``stratify=True`` cuts each (sensitive attribute, label) cell separately, so every split keeps the
-    table's cell proportions (up to rounding): on a small table (heart: 16 women with the disease)
-    an unstratified test split could otherwise miss a cell and leave a group's TPR undefined.
+    ``sensitive``: one attribute, or several (the group is then the tuple of their levels). Every
+    (group, label) cell must have rows, every group must reach every split and every cell the training
+    split (else a ValueError naming the group and the fix). ``stratify=True`` cuts each (group, label) cell
+    separately, so every split keeps the table's cell proportions (up to rounding): on a small table (heart:
+    16 women with the disease) or with small groups, an unstratified split could otherwise miss a cell.
     """
-    if sensitive not in table.attributes:
-        raise ValueError(
-            f"task.data.sensitive={sensitive!r} is not a sensitive attribute of {table.name}; "
-            f"it has {', '.join(table.attributes) or 'none'}"
-        )
-    s = table.attributes[sensitive]
-    check_binary_sensitive(s, sensitive)
+    attributes = attribute_names(sensitive)
+    for name in attributes:
+        if name not in table.attributes:
+            raise ValueError(
+                f"task.data.sensitive={name!r} is not a sensitive attribute of {table.name}; "
+                f"it has {', '.join(table.attributes) or 'none'}"
+            )
     if len(fractions) != 3 or any(f <= 0 for f in fractions) or abs(sum(fractions) - 1) > 1e-9:
         raise ValueError(f"task.data.fractions must be three positive numbers adding to 1, got {list(fractions)}")
+    coding = encode_groups(table, attributes)
+    _check_cells(table, coding)
+    s = coding.ids
     generator = torch.Generator().manual_seed(int(seed))
     order = torch.randperm(len(table), generator=generator).numpy()
     if stratify:
         cell = 2 * s[order] + table.label[order]
-        per_cell = [_cut(order[cell == c], fractions) for c in range(4)]
+        per_cell = [_cut(order[cell == c], fractions) for c in range(2 * len(coding))]
         # cells are concatenated, then each part is shuffled again so rows do not come sorted by cell
         parts = [np.concatenate([cut[i] for cut in per_cell]) for i in range(3)]
         parts = [p[torch.randperm(len(p), generator=generator).numpy()] for p in parts]
     else:
         parts = _cut(order, fractions)
+    _check_parts(coding, table.label, parts, stratify)
+    reference_id, why = _reference(table, coding, reference, parts[0])
     mean = table.features[parts[0]].mean(axis=0)
     std = table.features[parts[0]].std(axis=0)
     std[std == 0] = 1.0  # a constant column stays constant (sklearn's StandardScaler does the same)
-    features = (table.features - mean) / std
+    if table.standardise is None:  # every column, as AIF360's demo (the shipped datasets)
+        features = (table.features - mean) / std
+    else:  # numeric columns only; one-hot columns stay 0/1
+        scaled = np.asarray(table.standardise, dtype=bool)
+        features = np.where(scaled, (table.features - mean) / std, table.features)
 
     def batch(rows: np.ndarray) -> dict[str, torch.Tensor]:
         return {
@@ -417,44 +504,157 @@ def split_table(
             "index": torch.arange(len(rows)),
         }
 
-    return DecisionSplit(table.name, sensitive, int(seed), table.feature_names, *(batch(p) for p in parts))
+    records = _split_records(table, coding, parts, reference_id, why, seed, fractions, stratify, mean, std)
+    return DecisionSplit(
+        table.name,
+        " × ".join(attributes),
+        int(seed),
+        table.feature_names,
+        *(batch(p) for p in parts),
+        groups=coding.names,
+        group_keys=coding.keys,
+        reference=reference_id,
+        records=records,
+    )
+
+
+def _split_records(
+    table: TabularTable,
+    coding: GroupCoding,
+    parts: list[np.ndarray],
+    reference_id: int,
+    why: str,
+    seed: int,
+    fractions: Sequence[float],
+    stratify: bool,
+    mean: np.ndarray,
+    std: np.ndarray,
+) -> dict[str, Any]:
+    """What ``data_choices.json`` says about the groups, the reference and the split."""
+    groups = []
+    for g, (name, key) in enumerate(zip(coding.names, coding.keys)):
+        member = [coding.ids[rows] == g for rows in parts]
+        train_y = table.label[parts[0]][member[0]]
+        groups.append(
+            {
+                "id": g,
+                "name": name,
+                "metric_key": key,
+                "rows": int(sum(m.sum() for m in member)),
+                **{part: int(m.sum()) for part, m in zip(("train", "valid", "test"), member)},
+                "favorable_rate_train": float(train_y.mean()),
+            }
+        )
+    records: dict[str, Any] = {
+        "dataset": table.name,
+        **table.choices,
+        "sensitive": list(coding.attributes),
+        "groups": groups,
+        "reference": {"id": reference_id, "name": coding.names[reference_id], "why": why},
+        "split": {
+            "seed": int(seed),
+            "fractions": [float(f) for f in fractions],
+            "stratify": bool(stratify),
+            "rows": [len(p) for p in parts],
+        },
+    }
+    if table.standardise is None:
+        records["standardised"] = "every feature column, with the training split's mean and sd"
+    else:
+        records["standardised"] = {
+            name: {"mean": float(mean[i]), "sd": float(std[i])}
+            for i, name in enumerate(table.feature_names)
+            if table.standardise[i]
+        }
+    return records
 
 
 @functools.lru_cache(maxsize=8)
-def _cached_table(dataset: str, path: str | None) -> TabularTable:
-    return load_table(dataset, path)
+def _cached_table(source: tuple) -> TabularTable:
+    """The table of ``source``: ("shipped", dataset, path) or ("file", path, mtime, size, options...)."""
+    if source[0] == "shipped":
+        return load_table(source[1], source[2])
+    _, path, _mtime, _size, options = source
+    return load_file_table(path, **dict(options))
 
 
 @functools.lru_cache(maxsize=16)
 def _cached_split(
-    dataset: str, sensitive: str, seed: int, path: str | None, fractions: tuple[float, ...], stratify: bool
+    source: tuple, sensitive: str | tuple[str, ...], seed: int, fractions: tuple[float, ...], stratify: bool, reference
 ) -> DecisionSplit:
-    return split_table(_cached_table(dataset, path), sensitive, seed, fractions, stratify)
+    return split_table(_cached_table(source), sensitive, seed, fractions, stratify, reference)
+
+
+def _hashable(value: Any) -> Any:
+    return tuple(value) if isinstance(value, (list, tuple)) else value
 
 
 def load_decision_split(
     dataset: str,
-    sensitive: str,
+    sensitive: str | list[str] | None = None,
     seed: int = 0,
     path: str | Path | None = None,
     fractions: Sequence[float] = SPLIT_FRACTIONS,
     stratify: bool = False,
+    reference: Any = None,
+    label: str | None = None,
+    favorable: Any = None,
+    features: list[str] | None = None,
+    drop: list[str] | None = None,
+    categorical: list[str] | None = None,
+    missing: str = "drop",
+    max_categories: int = 100,
 ) -> DecisionSplit:
-    """The split a run uses. Cached, so the task, the proposal and the acceptance share one copy."""
-    if dataset not in LOADERS:
+    """The split a run uses (``task.data``). Cached, so the task, the proposal and the acceptance share one copy.
+
+    ``dataset``: a shipped dataset (``sensitive``: one of its attributes, or a list of them) or ``file``
+    (``path``, ``label``, ``favorable``, ``sensitive``: column(s), ``features`` / ``drop`` / ``categorical``,
+    ``missing``, ``max_categories``: :func:`rsft.tasks.table_file.load_file_table`). ``reference``: the
+    reference group (a value, or one per attribute); default: the privileged group of a shipped binary
+    attribute, else the group with the highest favourable rate on the training split.
+    """
+    if dataset not in DATASETS:
         raise ValueError(
             f"task.data.dataset={dataset!r} is not a decision dataset; choose one of {', '.join(DATASETS)}"
         )
-    if sensitive not in SENSITIVE[dataset]:
-        raise ValueError(
-            f"task.data.sensitive={sensitive!r} is not a sensitive attribute of {dataset}; "
-            f"choose one of {', '.join(SENSITIVE[dataset])}"
+    # a file's loader names the columns found when sensitive is missing
+    attributes = () if dataset == "file" and sensitive is None else attribute_names(sensitive)
+    if dataset == "file":
+        file = Path(path).expanduser() if path is not None else None
+        stat = file.stat() if file is not None and file.is_file() else None
+        options = (
+            ("label", label),
+            ("favorable", favorable),
+            ("sensitive", attributes),
+            ("features", _hashable(features)),
+            ("drop", _hashable(drop)),
+            ("categorical", _hashable(categorical)),
+            ("missing", missing),
+            ("max_categories", max_categories),
         )
+        # the file's modification time and size are part of the key: an edited file is read again
+        source: tuple = ("file", None if file is None else str(file), stat and stat.st_mtime_ns, stat and stat.st_size)
+        source += (options,)
+    else:
+        given = {"label": label, "favorable": favorable, "features": features, "drop": drop, "categorical": categorical}
+        for key in FILE_KEYS:
+            if given[key] is not None:
+                raise ValueError(
+                    f"task.data.{key} describes a user's file (task.data.dataset=file); {dataset} has its fixed "
+                    f"preprocessing: remove task.data.{key}"
+                )
+        for name in attributes:
+            if name not in SENSITIVE[dataset]:
+                raise ValueError(
+                    f"task.data.sensitive={name!r} is not a sensitive attribute of {dataset}; choose one of "
+                    f"{', '.join(SENSITIVE[dataset])} (or a list of them for intersectional groups)"
+                )
+        source = ("shipped", dataset, None if path is None else str(path))
     return _cached_split(
-        dataset,
-        sensitive,
+        source,
+        attributes[0] if len(attributes) == 1 else attributes,
         int(seed),
-        None if path is None else str(path),
         tuple(float(f) for f in fractions),
         bool(stratify),
+        _hashable(reference),
     )

@@ -37,6 +37,7 @@ from rsft.run.config import REPO_ROOT
 from rsft.tools.provenance import (
     ARTIFACT_DIRS,
     PROVENANCE,
+    cpu_capability,
     git_state,
     provenance,
     read_figures,
@@ -168,7 +169,7 @@ def stale_report(root: Path = REPO_ROOT) -> list[str]:
             lines.append(f"stale {name} ({when}): {len(changed)} source(s) changed since: {shown}")
         else:
             lines.append(f"fresh {name} ({when})")
-    return lines
+    return lines + capability_notes(all_artifacts(root), cpu_capability(), root)
 
 
 # -- examples -------------------------------------------------------------------------------------
@@ -308,10 +309,28 @@ def main(argv: list[str] | None = None) -> int:
         return 2
 
 
+def capability_notes(directories: list[Path], here: str, root: Path = REPO_ROOT) -> list[str]:
+    """A note for each artifact made on a CPU of another capability than ``here`` (or not recorded): its figures
+    are reproducible bitwise only on the same capability, so a rerun here may give other numbers."""
+    notes = []
+    for directory in directories:
+        if not (directory / PROVENANCE).is_file():
+            continue
+        made = read_provenance(directory).get("machine", {}).get("cpu_capability")
+        if made != here:
+            made_on = f"a {made} CPU" if made else "a CPU whose capability was not recorded"
+            notes.append(
+                f"note: {directory.relative_to(root)} was produced on {made_on}, this machine is {here}: a rerun here "
+                "may give other figures (same seed, same result holds bitwise on the same CPU capability)"
+            )
+    return notes
+
+
 def _build_or_check(command: str, files: list[Path]) -> int:
-    problems = []
+    problems, cited = [], set()
     for file in files:
         text = file.read_text()
+        cited |= artifacts_cited(text)
         if command == "build":
             filled = fill(text)
             if filled != text:
@@ -319,6 +338,10 @@ def _build_or_check(command: str, files: list[Path]) -> int:
                 print(f"rsft-docs: updated {file.relative_to(REPO_ROOT)}")
         else:
             problems += [f"{file.relative_to(REPO_ROOT)}: {d}" for d in differences(text)]
+    if command == "check":
+        notes = capability_notes(sorted(REPO_ROOT / c for c in cited), cpu_capability())
+        if notes:
+            print("\n".join(notes))
     if problems:
         print("\n".join(problems) + "\n(run `rsft-docs build`, or regenerate the artifact)", file=sys.stderr)
         return 1

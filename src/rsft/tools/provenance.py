@@ -70,11 +70,20 @@ def cpu_model() -> str:
         return platform.processor() or "unknown"
 
 
+def cpu_capability() -> str:
+    import torch
+
+    return str(torch.backends.cpu.get_cpu_capability())
+
+
 def machine() -> dict[str, Any]:
     import torch
 
     return {
         "cpu": cpu_model(),
+        # The vector instructions torch's CPU kernels use (e.g. AVX2, AVX512): floating-point results, and so the
+        # figures of a chaotic training loop, are reproducible bitwise only on the same capability.
+        "cpu_capability": cpu_capability(),
         "cores": os.cpu_count(),
         "torch_threads": torch.get_num_threads(),
         "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),

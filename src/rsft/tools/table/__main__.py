@@ -1,0 +1,5 @@
+"""``python -m rsft.tools.table``: the same as ``rsft-table``."""
+
+from rsft.tools.table import entry
+
+entry()
