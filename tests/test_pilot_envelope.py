@@ -19,7 +19,7 @@ Calibration: each case fails when the KS p-value or the mean z-test of the poole
 - the pilot judged against the envelope it sets (the previous behaviour: the whole first chunk set M and was
   judged against it, so its largest candidate was accepted with probability 1/margin whatever its ratio),
 - a raising chunk judged against the envelope it sets (the previous behaviour at every raise).
-Both fail at chunks of 1 and 2 candidates, the first also at 4 (tests/README.md, row 19); the third mutation,
+Both fail at chunks of 1 and 2 candidates, the first also at 4 (tests/README.md, row 22); the third mutation,
 rows held across a raise, needs calls that hold rows when the envelope is raised: tests/test_envelope_raises.py.
 """
 
@@ -170,7 +170,7 @@ def test_the_pilot_is_the_first_half_of_the_first_chunk_and_keeps_none_of_its_ca
     ("mode", "margin"), [({"num_proposals": 5}, 10.0), ({"num_accepted": 1}, 3.0)], ids=["proposals5", "accepted1"]
 )
 def test_the_issues_settings(mode, margin):
-    """The issue's two settings (chunk 5: a pilot of 3 candidates), 20,000 calls pooled, as row 19. Before the fix
+    """The issue's two settings (chunk 5: a pilot of 3 candidates), 20,000 calls pooled, as row 22. Before the fix
     the raw mean was off by z = +6.4 in both; the cut statistic gives p = 4e-11 and 5e-11 for that rule, 0.32 and 1.0
     now. The raw mean is still off by z = +2.7 and +3.1 (p = 0.002, 0.0006): the rows lack on average 3.4 % and
     1.7 % of the target's mass, cut by envelopes that a pilot of 3 candidates set too small (in 5.7 % and 3.2 %

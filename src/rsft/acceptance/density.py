@@ -85,7 +85,8 @@ UNBOUNDED_MIN_JUDGED = 1000
 
 
 class UnboundedRatioWarning(UserWarning):
-    """The auto envelope kept rising until late in the call: p/q looks unbounded under the proposal."""
+    """The auto envelope kept rising until late in the call: p/q looks unbounded under the proposal (or its largest
+    values are rarely drawn)."""
 
 
 class EnvelopeViolationError(ValueError):
@@ -299,10 +300,13 @@ class DensityRatio(ProbabilisticAcceptance):
     def _unbounded_message(self) -> str:
         last = f"the last after {self.history[-1][0]:,} of {self.judged:,} candidates judged"
         return (
-            f"p/q looks unbounded under this proposal: the auto envelope was still rising late in the call (raised "
-            f"{_times(self.envelope_raises)}, {last}), so the rows are draws of the target cut where p > M q for "
-            "the final M, not exact draws. Use a proposal with heavier tails than the target (e.g. "
-            "proposal=student_t) or a defensive mixture (proposal=model has defensive_weight), so that p/q is bounded"
+            f"p/q looks unbounded under this proposal, or its largest values are rarely drawn: the auto envelope was "
+            f"still rising late in the call (raised {_times(self.envelope_raises)}, {last}), so the rows are draws of "
+            "the target cut where p > M q for the final M, not exact draws. If the target has heavier tails than the "
+            "proposal, use a proposal with heavier tails (e.g. proposal=student_t) or a defensive mixture "
+            "(proposal=model has defensive_weight), so that p/q is bounded; if p/q is bounded, a larger "
+            "acceptance.margin or sampler.chunk_size (the pilot is half the first chunk) lets the first envelope "
+            "cover it"
         )
 
     def _history_text(self) -> str:
