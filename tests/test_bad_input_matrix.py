@@ -323,6 +323,31 @@ CONFIG_ROWS = [
         ],
         "task.verifier (verifier_not_a_number) returned 'correct' (str)",
     ),
+    # group-level dynamic sampling
+    (
+        "band-low-above-high",
+        ["experiment=rft_arithmetic", "acceptance=pass_rate_band", "acceptance.low=0.8", "acceptance.high=0.2"],
+        "acceptance.low=0.8 and acceptance.high=0.2 leave no pass rate in the band",
+    ),
+    (
+        "count-groups-without-num-accepted",
+        ["experiment=rft_arithmetic", "sampler.count=groups"],
+        "sampler.count=groups counts the prompt groups kept toward sampler.num_accepted, which is null",
+    ),
+    (
+        "band-no-group-meets",
+        [
+            "experiment=rft_arithmetic",
+            "acceptance=pass_rate_band",
+            "acceptance.low=0.99",  # a band above every pass rate but 1, which strict excludes
+            "sampler.count=groups",
+            "sampler.num_proposals=null",
+            "sampler.num_accepted=4",
+            "sampler.max_proposals=256",
+            *NO_WARMUP,
+        ],
+        "acceptance=pass_rate_band keeps groups with 0.99 < rate < 1; groups by correct samples so far:",
+    ),
     # a user's table (task.data.dataset=file): nothing is written, the file is only read
     (
         "file-missing-column",
@@ -428,6 +453,8 @@ UP_FRONT = (
     "prompts-unreadable-reference",
     "prompts-train-test-duplicates",
     "prompts-verifier-out-of-range",
+    "band-low-above-high",
+    "count-groups-without-num-accepted",
     # a user's table: refused while the components are built, before the run dir exists
     *(i for i, _, _ in CONFIG_ROWS if i.startswith("file-")),
 )

@@ -178,6 +178,7 @@ class RejectionSamplingDataModule(pl.LightningDataModule):
             allow_partial=s.allow_partial,
             fail_fast=s.fail_fast,
             generator=self.generator(epoch),
+            count=s.count,  # rows, or whole prompt groups (each rank keeps its share of the groups)
         )
         result.batch = self.task.annotate(result.batch)
         # Proposals that know more about the round (e.g. an LM policy: correct rate, distinct paths)

@@ -27,6 +27,7 @@ import torch
 
 from rsft.acceptance.base import Acceptance
 from rsft.batch import Batch
+from rsft.batch import field as batch_field
 from rsft.proposals.base import Proposal
 
 DEFAULT_CHUNK_SIZE = 65_536
@@ -43,6 +44,9 @@ DEFAULT_MAX_PROPOSALS = 100_000_000
 #: normal approximation), so the ≤ 1e-6 holds for any number of chunks, for a rule that accepts each
 #: candidate independently with a fixed probability.
 FAIL_FAST_ERROR = 1e-6
+#: What ``num_accepted`` counts: rows, or whole groups (the k samples of one prompt, consecutive rows sharing a
+#: ``group`` id): with ``groups`` a round draws further prompts until that many groups are kept.
+COUNT_UNITS = ("rows", "groups")
 #: The seeds ``torch.Generator.manual_seed`` takes.
 SEED_RANGE = (-(2**63), 2**64 - 1)
 
@@ -52,6 +56,7 @@ SEED_RANGE = (-(2**63), 2**64 - 1)
 #: are recomputed from the combined counts.
 ENGINE_STAT_COMBINERS = {
     **dict.fromkeys(("proposals", "proposals_drawn", "accepted", "thinned", "chunks"), "sum"),
+    **dict.fromkeys(("groups_drawn", "groups_accepted", "pool_exhausted"), "sum"),
     "seconds": "max",  # the processes sample in parallel: the round takes as long as the slowest
     "partial": "max",
     **dict.fromkeys(("acceptance_rate", "proposals_per_s", "accepted_per_s"), "mean"),
@@ -156,10 +161,18 @@ class SamplerSettings:
     fail_fast: bool = True
     save_accepted: bool = False
     on_empty: str = "error"  # "error" or "skip": what to do when a round accepts nothing
+    count: str = "rows"  # what num_accepted counts: "rows", or "groups" (whole prompt groups: dynamic sampling)
 
     def __post_init__(self) -> None:
         if self.on_empty not in ("error", "skip"):
             raise ValueError(f"sampler.on_empty must be 'error' or 'skip', got {self.on_empty!r}")
+        if self.count not in COUNT_UNITS:
+            raise ValueError(f"sampler.count must be 'rows' or 'groups', got {self.count!r}")
+        if self.count == "groups" and self.num_accepted is None:
+            raise ValueError(
+                "sampler.count=groups counts the prompt groups kept toward sampler.num_accepted, which is null: set "
+                "sampler.num_accepted to the groups a round needs (sampler.num_proposals=null), or sampler.count=rows"
+            )
         # Both set: num_proposals would silently win over num_accepted (a default in conf/sampler).
         if self.num_accepted is not None and self.num_proposals is not None:
             raise ValueError(
@@ -187,6 +200,7 @@ def rejection_sample(
     seed: int | None = None,
     generator: torch.Generator | None = None,
     device: torch.device | str | None = None,
+    count: str = "rows",
 ) -> SamplingResult:
     """Draw candidates from ``proposal`` and keep those ``acceptance`` accepts.
 
@@ -206,6 +220,12 @@ def rejection_sample(
     the engine draws on, so the rows returned were all accepted under the rule's final verdict. In
     ``num_proposals`` mode nothing replaces them: the call still judges exactly ``num_proposals``
     candidates.
+
+    ``count="groups"`` (dynamic sampling): ``num_accepted`` counts whole groups — consecutive candidates that
+    share a ``group`` id, the k samples of one prompt — and the call draws until that many groups hold at least
+    one accepted row (whole groups come back; the last chunk is trimmed at a group's end), until the budget is
+    spent, or until the proposal's round runs out of new items (:meth:`Proposal.capacity`: drawn without
+    replacement), which is said with the counts. Fail-fast then judges groups.
     """
     if (num_accepted is None) == (num_proposals is None):
         raise ValueError(
@@ -219,6 +239,8 @@ def rejection_sample(
     else:
         num_proposals = _positive_int("num_proposals", num_proposals, "sampler.num_proposals")
         max_proposals = num_proposals
+    if count not in COUNT_UNITS or (count == "groups" and num_accepted is None):
+        raise ValueError(f"count must be 'rows', or 'groups' with num_accepted (sampler.count), got {count!r}")
     generator = _resolve_generator(generator, seed, device)
     device = generator.device
     if chunk_size is None:
@@ -228,10 +250,16 @@ def rejection_sample(
     acceptance = acceptance.to(device)
     with torch.no_grad():
         acceptance.start()
-        draws = _Draws(acceptance, device, target=num_accepted, block_rows=chunk_size)
+        draws = _Draws(acceptance, device, target=num_accepted, block_rows=chunk_size, groups=count == "groups")
         stopped_early = False
         while not draws.done(max_proposals):
             n = min(chunk_size, max_proposals - draws.drawn)
+            if draws.groups:  # without replacement: at most what the round has left
+                left = proposal.capacity()
+                if left is not None and left <= 0:
+                    draws.exhausted = True
+                    break
+                n = n if left is None else min(n, left)
             batch = proposal.sample(n, generator)
             _check_batch(batch, n)
             mask = _judge(acceptance, batch, generator, n)
@@ -243,9 +271,10 @@ def rejection_sample(
                 break
         acceptance.finish()
         stats = draws.figures()
-        if num_accepted is not None and draws.accepted < num_accepted:
-            why = draws.early_stop_reason(num_accepted, max_proposals) if stopped_early else None
-            _raise_or_warn(stats, num_accepted, max_proposals, allow_partial, why, acceptance.budget_hint())
+        if num_accepted is not None and draws.held < num_accepted:
+            why = draws.early_stop_reason(num_accepted, max_proposals) if stopped_early else draws.exhausted_reason()
+            unit = "groups" if draws.groups else "rows"
+            _raise_or_warn(stats, num_accepted, max_proposals, allow_partial, why, acceptance.budget_hint(), unit)
         return SamplingResult(draws.result(), stats)
 
 
@@ -304,10 +333,16 @@ class _Draws:
     judges: after a discard the rule's acceptance rate is a new one.
     """
 
-    def __init__(self, acceptance: Acceptance, device: torch.device, target: int | None, block_rows: int):
+    def __init__(
+        self, acceptance: Acceptance, device: torch.device, target: int | None, block_rows: int, groups: bool = False
+    ):
         self.acceptance = acceptance
         self.device = device
         self.target = target
+        self.groups = groups  # the target counts whole groups (count="groups"), not rows
+        self.groups_drawn = 0
+        self.groups_accepted = 0
+        self.exhausted = False  # the proposal's round ran out of new items (count="groups")
         self.drawn = 0  # candidates drawn and judged
         self.consumed = 0  # candidates up to and including the last one kept
         self.accepted = 0  # rows held
@@ -315,19 +350,30 @@ class _Draws:
         self.segment_start = 0  # candidates drawn before the current segment
         self.chunks = 0
         self.out: Batch | None = None  # num_accepted mode: the output, allocated at its final size
-        self.blocks = _Blocks(block_rows) if target is None else None  # num_proposals mode
+        # num_proposals mode and group counting: the final row count is unknown
+        self.blocks = _Blocks(block_rows) if target is None or groups else None
         self.layout: dict[str, tuple] | None = None  # trailing shape, dtype and device of the first chunk
         self.empty: Batch | None = None  # zero rows with the layout of the first chunk
         if device.type == "cuda":
             torch.cuda.synchronize(device)
         self.start = time.perf_counter()
 
+    @property
+    def held(self) -> int:
+        """What the target counts: groups with a row kept (count="groups"), else rows."""
+        return self.groups_accepted if self.groups else self.accepted
+
     def done(self, max_proposals: int) -> bool:
-        return (self.target is not None and self.accepted >= self.target) or self.drawn >= max_proposals
+        return (self.target is not None and self.held >= self.target) or self.drawn >= max_proposals
 
     def discard_held(self, n: int) -> None:
         """Drop every row held (the rule voided their verdicts with the chunk of ``n`` candidates just judged,
         which is not kept yet); the next segment starts after that chunk."""
+        if self.groups:
+            raise ValueError(
+                f"sampler.count=groups keeps whole prompt groups, but {type(self.acceptance).__name__} voids its "
+                "earlier verdicts mid-call (an estimated envelope): count rows (sampler.count=rows) with it"
+            )
         self.thinned += self.accepted
         self.accepted = 0
         if self.blocks is not None:
@@ -340,7 +386,9 @@ class _Draws:
         self._check_layout(batch)
         index = mask.nonzero().squeeze(1)
         kept = int(index.numel())  # the one host-device synchronisation per chunk
-        if self.target is not None:
+        if self.groups:
+            self._keep_groups(batch, index)
+        elif self.target is not None:
             take = min(kept, self.target - self.accepted)
             if take > 0:
                 index = index[:take]
@@ -359,6 +407,35 @@ class _Draws:
             self.accepted += kept
             self.consumed = self.drawn + n
         self.drawn += n
+
+    def _keep_groups(self, batch: Batch, index: torch.Tensor) -> None:
+        """count="groups": keep the accepted rows of the chunk's first groups until the target is met (a group's
+        samples are consecutive rows with one ``group`` id: the proposal draws them together)."""
+        fix = "use a grouped proposal (proposal=policy) or count rows"
+        ids = batch_field(batch, "group", "sampler.count=groups", fix)
+        self.groups_drawn += int(torch.unique_consecutive(ids).numel())
+        if index.numel() and self.groups_accepted < self.target:  # type: ignore[operator]
+            kept_ids = ids[index]
+            starts = torch.ones_like(kept_ids, dtype=torch.bool)
+            starts[1:] = kept_ids[1:] != kept_ids[:-1]
+            ordinal = torch.cumsum(starts, 0)  # 1, 1, 1, 2, 2, ...: which kept group a row belongs to
+            take = min(int(ordinal[-1]), self.target - self.groups_accepted)  # type: ignore[operator]
+            index = index[ordinal <= take]
+            self.blocks.append(batch, index)  # type: ignore[union-attr]
+            self.accepted += int(index.numel())
+            self.groups_accepted += take
+            # the candidates used run to the end of the last kept group (its rejected samples included)
+            self.consumed = self.drawn + int((ids == ids[index[-1]]).nonzero()[-1]) + 1
+
+    def exhausted_reason(self) -> str | None:
+        """Why a group-counting call ended short when the proposal's round ran out of new items."""
+        if not self.exhausted:
+            return None
+        return (
+            f"the proposal's round ran out of new items: every one was drawn once ({self.groups_drawn:,} groups, "
+            f"{self.drawn:,} candidates), and {self.groups_accepted:,} groups were kept (sampler.count=groups draws "
+            "without replacement within a round)"
+        )
 
     def _check_layout(self, batch: Batch) -> None:
         """Every chunk must have the first chunk's fields, trailing shapes, dtypes and devices: rows are
@@ -386,9 +463,15 @@ class _Draws:
             )
 
     def remaining_budget_may_suffice(self, max_proposals: int) -> bool:
-        """Fail-fast, check number ``chunks`` (see :func:`remaining_budget_may_suffice`), on the segment."""
-        if self.target is None or self.accepted >= self.target or self.drawn >= max_proposals:
+        """Fail-fast, check number ``chunks`` (see :func:`remaining_budget_may_suffice`), on the segment (in
+        groups when counting groups: each group a trial, the remaining budget in groups of the average size)."""
+        if self.target is None or self.held >= self.target or self.drawn >= max_proposals:
             return True  # done, or the budget is spent: the loop ends without a verdict of fail-fast
+        if self.groups:
+            per_group = self.drawn / max(self.groups_drawn, 1)
+            remaining = int((max_proposals - self.drawn) // per_group)
+            args = (self.groups_accepted, self.groups_drawn, self.target - self.groups_accepted, remaining)
+            return bool(remaining_budget_may_suffice(*args, self.chunks))
         return bool(
             remaining_budget_may_suffice(
                 self.accepted,
@@ -401,6 +484,14 @@ class _Draws:
 
     def early_stop_reason(self, target: int, max_proposals: int) -> str:
         """Why fail-fast stopped, in figures."""
+        if self.groups:
+            kept, drawn, left = self.groups_accepted, self.groups_drawn, max_proposals - self.drawn
+            return (
+                f"stopped early: {kept:,} of {drawn:,} groups drawn were kept ({self.drawn:,} candidates); at that "
+                f"rate the remaining {left:,} candidates of the budget sampler.max_proposals={max_proposals:,} cannot "
+                f"plausibly give the {target - kept:,} more groups needed (a call that would have finished is "
+                f"stopped with probability ≤ {FAIL_FAST_ERROR:g})"
+            )
         accepted, drawn = self.accepted, self.drawn - self.segment_start
         remaining, needed = max_proposals - self.drawn, target - self.accepted
         level = fail_fast_level(self.chunks)
@@ -428,7 +519,7 @@ class _Draws:
         if self.device.type == "cuda":
             torch.cuda.synchronize(self.device)
         seconds = time.perf_counter() - self.start
-        counted = self.consumed if (self.target is not None and self.accepted == self.target) else self.drawn
+        counted = self.consumed if (self.target is not None and self.held == self.target) else self.drawn
         stats = {
             "proposals": counted,
             "proposals_drawn": self.drawn,
@@ -440,6 +531,9 @@ class _Draws:
             "proposals_per_s": self.drawn / seconds if seconds > 0 else float("nan"),
             "accepted_per_s": self.accepted / seconds if seconds > 0 else float("nan"),
         }
+        if self.groups:
+            stats.update(groups_drawn=self.groups_drawn, groups_accepted=self.groups_accepted)
+            stats["pool_exhausted"] = float(self.exhausted)
         stats.update(self.acceptance.stats())
         return stats
 
@@ -450,7 +544,7 @@ class _Draws:
             return self.blocks.concatenate() if self.accepted else self.empty  # type: ignore[return-value]
         if self.out is None or self.accepted == 0:  # at least one chunk was drawn, so empty is set
             return self.empty  # type: ignore[return-value]
-        if self.accepted == self.target:
+        if self.accepted == self.target:  # (rows counted: groups are collected in blocks)
             return self.out
         return {k: v[: self.accepted].clone() for k, v in self.out.items()}  # a partial result
 
@@ -526,12 +620,23 @@ class _Blocks:
 
 
 def _raise_or_warn(
-    stats: dict[str, float], target: int, budget: int, allow_partial: bool, early: str | None, hint: str
+    stats: dict[str, float],
+    target: int,
+    budget: int,
+    allow_partial: bool,
+    early: str | None,
+    hint: str,
+    unit: str = "rows",
 ) -> None:
     drawn, accepted = stats["proposals_drawn"], stats["accepted"]
     rate = accepted / drawn if drawn else 0.0
     if early is not None:
         why = early
+    elif unit == "groups":
+        why = (
+            f"the proposal budget sampler.max_proposals={budget:,} was spent: {drawn:,} candidates in "
+            f"{int(stats['groups_drawn']):,} groups drawn, {int(stats['groups_accepted']):,} of {target:,} groups kept"
+        )
     else:
         needed = f"about {target / rate:.3g}" if rate > 0 else "an unknown number of"
         why = (
@@ -548,6 +653,8 @@ def _raise_or_warn(
     if not allow_partial:
         raise AcceptanceBudgetError(f"{why}. {fix}", stats)
     stats["partial"] = 1
+    held = int(stats["groups_accepted"]) if unit == "groups" else accepted
+    what = "groups" if unit == "groups" else "samples"
     warnings.warn(
-        f"returning {accepted:,} of {target:,} requested samples (sampler.allow_partial=true): {why}", stacklevel=3
+        f"returning {held:,} of {target:,} requested {what} (sampler.allow_partial=true): {why}", stacklevel=3
     )

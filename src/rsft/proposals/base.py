@@ -42,6 +42,11 @@ class Proposal:
         independent draws needs no more than each rank's own stream.
         """
 
+    def capacity(self) -> int | None:
+        """How many more candidates this round can draw without repeating an item (the prompts left in the round,
+        times k); None (the default) for a proposal of independent draws. Asked when ``sampler.count=groups``."""
+        return None
+
     def state_dict(self) -> dict[str, Any]:
         """What a resumed run needs to continue exactly (saved in the checkpoint by the data module)."""
         return {}

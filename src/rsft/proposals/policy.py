@@ -25,6 +25,7 @@ keeps sampling the SFT model.
 
 from __future__ import annotations
 
+import math
 import time
 from typing import Any
 
@@ -203,6 +204,13 @@ class PolicyProposal(Proposal):
             m -= take
         return torch.cat(picked)
 
+    def capacity(self) -> int | None:
+        """Candidates this rank can still draw in the round before a prompt comes round again (prompts left × k):
+        with ``sampler.count=groups`` a round draws prompts without replacement and ends when they run out."""
+        if self._order is None:  # nothing drawn yet this round: the rank's whole part of the pool
+            return len(self.ids[self._rank :: self._world]) * self.k
+        return (len(self._order) - self._cursor) * self.k
+
     def _round_prompts(self, generator: torch.Generator) -> torch.Tensor:
         """This rank's prompts of the round: part ``rank`` of a permutation every rank draws alike."""
         if self._round_seed is None:  # used on its own (no data module): the engine's stream orders the pool
@@ -336,6 +344,8 @@ class PolicyProposal(Proposal):
             # Generated tokens (eos included, prompts not) per second of generate(): the sampling speed.
             "round_tokens": float(c["tokens"]),
             "round_tokens_per_s": c["tokens"] / c["generate_seconds"] if c["generate_seconds"] > 0 else 0.0,
+            # what a kept sample cost in generation (the point of filtering: DAPO's dynamic sampling pays more)
+            "round_tokens_per_accepted": c["tokens"] / len(acc_prompts) if acc_prompts else math.nan,
         }
 
     def stat_combiners(self) -> dict[str, str]:
@@ -351,6 +361,7 @@ class PolicyProposal(Proposal):
             "round_accepted_paths_per_prompt",
             "round_accepted_per_prompt",
             "round_tokens_per_s",
+            "round_tokens_per_accepted",
         )
         return {**dict.fromkeys(counts, "sum"), **dict.fromkeys(rates, "mean")}
 
