@@ -205,7 +205,7 @@ def _finished_run(cfg: DictConfig, run_dir: Path) -> dict[str, float] | None:
     resume, skip = cfg.get("resume"), bool(cfg.get("skip_finished", False))
     if same is not None and (resume is not None or skip):
         how = f"resume={resume}" if resume is not None else "skip_finished=true"
-        log.info("%s: %s already finished with this config; its metrics are unchanged", how, run_dir)
+        log.info("%s: %s already finished with this config, not re-running (its metrics are unchanged)", how, run_dir)
         return same
     if resume is not None or skip:
         return None
