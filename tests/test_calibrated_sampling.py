@@ -272,31 +272,37 @@ VOCAB = 700  # two full blocks of token_sampling.BLOCK = 256 and a partial one
 TOKEN_LOGITS = torch.randn(VOCAB, generator=torch.Generator().manual_seed(3)) * 0.6
 
 
-def token_pvalue(monkeypatch, temperature, top_k, top_p, drawn_at=None, n=100_000, seed=19) -> float:
-    """χ² of n tokens drawn by choose_tokens (at ``drawn_at``, default ``temperature``) against
-    softmax(filter(logits / temperature)) over the tokens it keeps; a token outside them fails outright."""
+def token_pvalue(monkeypatch, temperature, top_k, top_p, vocab=VOCAB, drawn_at=None, n=100_000, seed=19) -> float:
+    """χ² of n tokens drawn by choose_tokens (at ``drawn_at``, default ``temperature``) over the first
+    ``vocab`` logits against softmax(filter(logits / temperature)) over the tokens it keeps; a token
+    outside them fails outright."""
     from rsft.models import token_sampling
 
-    monkeypatch.setattr(token_sampling, "ROWS", 10_000)  # rows per pass: a speed knob, not the law
+    monkeypatch.setattr(token_sampling, "ELEMENTS", 10_000 * vocab)  # logits per pass: a speed knob, not the law
+    logits = TOKEN_LOGITS[:vocab]
     g = torch.Generator().manual_seed(seed)
     draws = []
     for _ in range(n // 10_000):
         u = torch.rand(10_000, generator=g, dtype=torch.float64)
-        rows = TOKEN_LOGITS.expand(10_000, -1)
+        rows = logits.expand(10_000, -1)
         draws.append(token_sampling.choose_tokens(rows, None, u, drawn_at or temperature, top_k, top_p)[0])
-    target = token_sampling.filter_logits(TOKEN_LOGITS / temperature, top_k, top_p).softmax(-1).double()
+    target = token_sampling.filter_logits(logits / temperature, top_k, top_p).softmax(-1).double()
     kept = (target > 0).nonzero().squeeze(1)
     tokens = torch.cat(draws)
     assert bool((target[tokens] > 0).all()), "a token the sampling distribution excludes was drawn"
     return chi2_gof(torch.searchsorted(kept, tokens), target[kept].numpy())
 
 
-@pytest.mark.parametrize("temperature, top_k, top_p", [(0.7, 0, 1.0), (1.3, 500, 0.9)])
-def test_token_sampler_draws_the_tempered_filtered_softmax(monkeypatch, temperature, top_k, top_p):
-    """Two settings at ALPHA / 2 each (Bonferroni); measured p = 0.82 and 0.26. Code mutations that fail
-    both (p = 0, or a token outside top-k/top-p drawn): the token one past the inverse within its block
-    (offset + 1), the mass before the block read one block too far (cumulative[block])."""
-    assert token_pvalue(monkeypatch, temperature, top_k, top_p) > ALPHA / 2
+@pytest.mark.parametrize(
+    "vocab, temperature, top_k, top_p", [(700, 0.7, 0, 1.0), (700, 1.3, 500, 0.9), (100, 0.7, 0, 1.0)]
+)
+def test_token_sampler_draws_the_tempered_filtered_softmax(monkeypatch, vocab, temperature, top_k, top_p):
+    """Three settings at ALPHA / 3 each (Bonferroni): 700 tokens (the two-level inversion: blocks, then
+    inside the block) with and without top-k/top-p, and 100 tokens (one block); measured p = 0.82, 0.26, 0.63.
+    Code mutations that fail them (p = 0, or a token outside top-k/top-p drawn): the token one past the
+    inverse within its block (offset + 1), the mass before the block read one block too far
+    (cumulative[block]), the one-block search one token too far (100 tokens)."""
+    assert token_pvalue(monkeypatch, temperature, top_k, top_p, vocab) > ALPHA / 3
 
 
 def test_token_sampler_test_rejects_the_wrong_temperature(monkeypatch):

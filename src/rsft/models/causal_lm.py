@@ -65,7 +65,10 @@ def prefill(
         prefix = prompt_ids[:1, first : first + shared]
         positions = torch.arange(shared, device=prompt_ids.device)[None]
         _, cache = network.step_logits(prefix, positions, None, None, True)
-        cache = repeat_rows(cache, b)
+        if hasattr(cache, "share_prefix"):  # held once for all rows (rsft's StaticKVCache)
+            cache.share_prefix(b)
+        else:
+            cache = repeat_rows(cache, b)
         rest = lengths - shared
         w = int(rest.max())
         rest_mask = torch.arange(w, device=prompt_ids.device)[None] >= (w - rest)[:, None]

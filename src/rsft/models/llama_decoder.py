@@ -28,7 +28,7 @@ import torch
 from torch import nn
 from torch.nn import functional as F
 
-from rsft.models.kv_cache import StaticKVCache, cached_attention_mask
+from rsft.models.kv_cache import StaticKVCache, attend, cached_attention_mask
 
 
 def effective_weight(module: nn.Module, training: bool) -> torch.Tensor | None:
@@ -136,7 +136,14 @@ class LlamaDecoder:
         weight, eps = norm
         return weight * (x * torch.rsqrt(x.pow(2).mean(-1, keepdim=True) + eps))
 
-    def _attend(self, q: torch.Tensor, keys: torch.Tensor, values: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
+    def _attend(
+        self,
+        q: torch.Tensor,
+        keys: torch.Tensor,
+        values: torch.Tensor,
+        mask: torch.Tensor,
+        shared: tuple[torch.Tensor, torch.Tensor] | None,
+    ) -> torch.Tensor:
         # q [n, H, t, D] against keys/values [n, KV, S, D]: query head h reads key/value head h // (H / KV),
         # so each key/value head attends for its H / KV query heads × t queries at once, keys not copied.
         n, _, t, d = q.shape
@@ -144,8 +151,7 @@ class LlamaDecoder:
         q = q.reshape(n, self.n_kv, group * t, d)
         if t > 1:
             mask = mask[:, :, None].expand(n, 1, group, t, mask.shape[-1]).reshape(n, 1, group * t, -1)
-        y = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, scale=self.scale)
-        return y.reshape(n, self.n_head, t, d)
+        return attend(q, keys, values, mask, self.scale, shared).reshape(n, self.n_head, t, d)
 
     @torch.no_grad()
     def step_logits(
@@ -166,7 +172,7 @@ class LlamaDecoder:
         past = cache.length
         if key_mask is None:  # one causal block of real tokens
             key_mask = torch.ones((n, past + t), dtype=torch.bool, device=ids.device)
-        mask = cached_attention_mask(key_mask, past, t)
+        mask = cached_attention_mask(key_mask, past, t)[..., cache.shared :]  # the per-row columns
         x = F.embedding(ids, self.embed)
         cos, sin = self.rotary(x, positions)
         cos, sin = cos[:, None], sin[:, None]
@@ -180,7 +186,7 @@ class LlamaDecoder:
             q = q * cos + rotate_half(q) * sin
             k = k * cos + rotate_half(k) * sin
             keys, values = cache.write(i, k, v)
-            y = self._attend(q, keys, values, mask)
+            y = self._attend(q, keys, values, mask, cache.shared_part(i))
             x = x + F.linear(y.transpose(1, 2).reshape(n, t, q_width), layer["o"])
             gate, up = F.linear(self._norm(x, layer["norm2"]), layer["gate_up"]).chunk(2, dim=-1)
             x = x + F.linear(F.silu(gate) * up, layer["down"])

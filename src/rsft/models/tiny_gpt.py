@@ -15,7 +15,7 @@ from torch import nn
 from torch.nn import functional as F
 
 from rsft.models.causal_lm import CausalLM, ContextWindowError
-from rsft.models.kv_cache import StaticKVCache, cached_attention_mask
+from rsft.models.kv_cache import StaticKVCache, attend, cached_attention_mask
 from rsft.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
 
 
@@ -30,12 +30,20 @@ class SelfAttention(nn.Module):
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: StaticKVCache | None, layer: int):
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
+        shared = None
         if cache is not None:  # attend to the cached columns and this step's, written in place
             k, v = cache.write(layer, k, v)
+            shared = cache.shared_part(layer)
         p = self.dropout if self.training else 0.0
         if mask is None:  # one causal block from position 0 (training)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-        else:
+        elif shared is None:
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        elif p == 0.0:  # a prefix every row shares, held once (mask: its columns first)
+            y = attend(q, k, v, mask[..., cache.shared :], 1 / math.sqrt(c // self.n_head), shared)
+        else:  # sampling with dropout (a model in training mode): the shared columns repeated per row
+            k = torch.cat([shared[0].expand(b, *shared[0].shape), k], 2)
+            v = torch.cat([shared[1].expand(b, *shared[1].shape), v], 2)
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
         return self.proj(y.transpose(1, 2).reshape(b, t, c))
 

@@ -6,8 +6,8 @@ draws one exponential per vocabulary entry instead (49,152 per row for SmolLM2):
 that cost as much as the model's forward. The inversion is done in two levels so that it stays as precise
 as the float32 probabilities themselves: the row's mass in blocks of :data:`BLOCK` tokens (float32 sums,
 accumulated in float64 across blocks) picks a block, a float64 cumulative sum inside the block picks the
-token. Rows are processed a few at a time: the temporaries stay small (in cache, and below the size
-above which every allocation would be fresh pages from the system).
+token. Rows are processed a few at a time (:data:`ELEMENTS` logits): the temporaries stay small (in
+cache, and below the size above which every allocation would be fresh pages from the system).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ import torch
 
 #: Tokens per block of the two-level inversion.
 BLOCK = 256
-#: Rows processed at once (temporaries of ROWS × vocabulary floats).
-ROWS = 8
+#: Rows × vocabulary entries processed at once (temporaries of this many floats: 2 MB; 10 rows of SmolLM2).
+ELEMENTS = 1 << 19
 
 
 def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
@@ -35,10 +35,22 @@ def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> t
     return logits
 
 
+def _first_above(cumulative: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+    """Per row, the first index whose cumulative weight exceeds ``target`` — never past the last positive
+    weight, where float rounding could otherwise push it."""
+    last = (cumulative < cumulative[:, -1:]).sum(-1, keepdim=True)
+    return torch.minimum(torch.searchsorted(cumulative, target, right=True), last)
+
+
 def invert_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     """For each row of non-negative ``weights`` ``[R, V]``: the first index whose cumulative weight exceeds
     ``uniform × total`` (so an index of weight 0 is never chosen), and the row's total (float64)."""
     r, v = weights.shape
+    if v <= BLOCK:  # one block: its float64 cumulative sum directly
+        cumulative = weights.double().cumsum(-1)
+        total = cumulative[:, -1]
+        target = torch.minimum(uniforms * total, torch.nextafter(total, torch.zeros_like(total)))[:, None]
+        return _first_above(cumulative, target).squeeze(1), total
     full = v // BLOCK
     sums = weights[:, : full * BLOCK].reshape(r, full, BLOCK).sum(-1)
     if full * BLOCK < v:
@@ -47,14 +59,11 @@ def invert_cdf(weights: torch.Tensor, uniforms: torch.Tensor) -> tuple[torch.Ten
     total = cumulative[:, -1]
     # u·total < total, so the token found has positive weight even where u·total rounds up.
     target = torch.minimum(uniforms * total, torch.nextafter(total, torch.zeros_like(total)))[:, None]
-    block = torch.searchsorted(cumulative, target, right=True).clamp(max=cumulative.shape[1] - 1)
+    block = _first_above(cumulative, target)
     before = torch.where(block > 0, cumulative.gather(1, (block - 1).clamp(min=0)), torch.zeros_like(target))
     cols = block * BLOCK + torch.arange(BLOCK, device=weights.device)
     inside = torch.where(cols < v, weights.gather(1, cols.clamp(max=v - 1)), 0.0).double().cumsum(-1)
-    # Float rounding can leave the remainder at or past the block's own total: take its last positive entry.
-    last = (inside < inside[:, -1:]).sum(-1, keepdim=True).clamp(max=BLOCK - 1)
-    offset = torch.minimum(torch.searchsorted(inside, target - before, right=True), last)
-    return (block * BLOCK + offset).squeeze(1), total
+    return (block * BLOCK + _first_above(inside, target - before)).squeeze(1), total
 
 
 def choose_tokens(
@@ -72,10 +81,11 @@ def choose_tokens(
     ``uniforms`` (one per chosen row, in [0, 1)) None: greedy (argmax).
     """
     count = logits.shape[0] if rows is None else len(rows)
+    step = max(1, ELEMENTS // logits.shape[-1])
     tokens, log_probs, log_qs = [], [], []
     plain = temperature == 1.0 and top_k == 0 and top_p == 1.0
-    for start in range(0, count, ROWS):
-        x = logits[start : start + ROWS] if rows is None else logits.index_select(0, rows[start : start + ROWS])
+    for start in range(0, count, step):
+        x = logits[start : start + step] if rows is None else logits.index_select(0, rows[start : start + step])
         x = x.float()
         top = x.amax(-1, keepdim=True)
         shifted = x - top
@@ -85,7 +95,7 @@ def choose_tokens(
         else:
             scaled = shifted if temperature == 1.0 else shifted / temperature
             scaled = filter_logits(scaled, top_k, top_p)
-            token, total = invert_cdf(scaled.exp(), uniforms[start : start + ROWS])
+            token, total = invert_cdf(scaled.exp(), uniforms[start : start + step])
             log_q = scaled.gather(1, token[:, None]).squeeze(1).double() - total.log()
         picked = shifted.gather(1, token[:, None]).squeeze(1).double()
         if uniforms is not None and plain:  # the sampling distribution is the model's
