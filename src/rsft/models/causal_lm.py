@@ -30,8 +30,8 @@ class ContextWindowError(ValueError):
 
 
 #: What dropping finished rows from the batch costs, in steps of one row: the rows kept have their cache
-#: copied, which takes about as long as one step of theirs (a 135 M model: ~3.7 MB of cache per row, ~0.3
-#: GFLOP per step). generate() drops them when the steps they would still take cost more than that.
+#: copied, which takes at most about as long as one step of theirs (SmolLM2-135M: ≤ 3.7 MB of cache and
+#: 0.27 GFLOP per row and step). generate() drops them when the steps they would still take cost more.
 DROP_COST_IN_ROW_STEPS = 1.0
 #: A prefix shared by every prompt of a batch is read once when it is at least this many tokens long.
 MIN_SHARED_PREFIX = 4

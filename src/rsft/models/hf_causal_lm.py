@@ -26,9 +26,10 @@ assistant's reply and its end-of-turn token is the tokenizer's eos.
 
 Sampling (``generate``) runs a llama model through rsft's own inference-only forward
 (:mod:`rsft.models.llama_decoder`: LoRA merged, fused projections, a cache written in place), which
-computes the same function as the ``transformers`` forward up to float rounding and is several times
-faster on a CPU; ``fast_decoder=false`` (or any other architecture) samples with the ``transformers``
-forward. Training always uses the ``transformers`` (and ``peft``) forward.
+computes the same function as the ``transformers`` forward up to float rounding and is faster on a CPU
+(``python -m benchmarks.lm_generation`` measures both); ``fast_decoder=false`` (or any other
+architecture) samples with the ``transformers`` forward. Training always uses the ``transformers`` (and
+``peft``) forward.
 
 ``transformers``, ``peft``, ``gguf`` and ``accelerate`` are the optional extra ``lm`` (``pip install
 'rsft[lm]'``) and are imported only when this model is built.
