@@ -7,6 +7,7 @@ import os
 from pathlib import Path
 
 import pytest
+import torch
 
 os.environ.setdefault("WANDB_MODE", "offline")
 os.environ.setdefault("WANDB_SILENT", "true")
@@ -100,3 +101,26 @@ def one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(before)
+
+
+def shared_and_expanded(model, prompts: list[str], k: int, tokens: torch.Tensor):
+    """Logits of the first two generated positions, (a) from generate()'s prefill (each prompt read once,
+    a shared prefix once for all, caches expanded) and (b) from every row read on its own (prompts
+    repeat_interleaved k times before one prefill), feeding both the same next ``tokens``."""
+    from rsft.models.causal_lm import prefill
+
+    network = model.sampling_network()
+    ids, mask = model.encode_prompts(prompts)
+    pad = model.tokenizer.pad_id
+    first_a, cache_a, mask_a = prefill(network, ids, mask, k, pad)
+    rows_ids, rows_mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
+    positions = (rows_mask.long().cumsum(1) - 1).clamp(min=0)
+    first_b, cache_b = network.step_logits(rows_ids, positions, rows_mask, None, True)
+    first_b = first_b[:, -1].clone()  # a network may reuse its logits buffer at the next call
+    first_a = first_a.clone()
+    step_positions = rows_mask.sum(1, keepdim=True)
+    one = torch.ones((len(tokens), 1), dtype=torch.bool)
+    second_a, _ = network.step_logits(tokens[:, None], step_positions, torch.cat([mask_a, one], 1), cache_a, True)
+    second_a = second_a[:, -1].clone()
+    second_b, _ = network.step_logits(tokens[:, None], step_positions, torch.cat([rows_mask, one], 1), cache_b, True)
+    return (first_a, second_a), (first_b, second_b[:, -1])

@@ -94,3 +94,32 @@ def test_memory_does_not_grow_with_the_number_of_chunks():
     figures = measure_in_subprocess(100_000_000, 1_000_000, timeout=300)
     assert figures["accepted"] > 0
     assert figures["growth_mb"] < 40 * figures["chunk_mb_per_field"], figures
+
+
+def test_lm_generation_quick_run_publishes_every_column(tmp_path, capsys):
+    """The --quick run (tiny_gpt and a tiny random llama): rsft against transformers' generate and the
+    GEMM limit, published as the docs read it."""
+    pytest.importorskip("transformers")
+    import json
+
+    from benchmarks import lm_generation
+
+    threads = torch.get_num_threads()
+    try:
+        results = lm_generation.main(["--quick", "--publish", "toy"], results_root=tmp_path)
+    finally:
+        torch.set_num_threads(threads)
+    rows = {(r["model"], r["batch"]): r for r in results["rows"]}
+    assert set(rows) == {(m, b) for m in ("tiny_gpt", "llama (random, tiny)") for b in (8, 16)}
+    for row in rows.values():
+        assert row["rsft_tokens_per_s"] > 0 and row["gemm_gflops"] > 0 and 0 < row["share_of_limit"]
+        assert row["floor_seconds"] == pytest.approx(row["share_of_limit"] * row["rsft_seconds"])
+    llama = rows[("llama (random, tiny)", 16)]
+    assert llama["generate_tokens"] > 0 and llama["ratio"] > 0 and llama["decoder_speedup"] > 0
+    assert "generate_tokens_per_s" not in rows[("tiny_gpt", 8)]  # not a transformers model
+    printed = capsys.readouterr().out
+    assert "LlamaDecoder samples" in printed and "fast_decoder=false" in printed
+    figures = json.loads((tmp_path / "toy" / "figures.json").read_text())
+    assert figures["llama (random, tiny) :: threads 1 :: batch 16 :: ratio"] == llama["ratio"]
+    report = (tmp_path / "toy" / "report.md").read_text()
+    assert printed.split("published")[0].strip() in report

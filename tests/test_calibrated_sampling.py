@@ -266,6 +266,67 @@ def test_on_policy_test_rejects_an_envelope_that_is_too_small():
     assert on_policy_pvalue(math.log(0.3)) < ALPHA
 
 
+# -- the language models' token sampler: inverse CDF at one uniform per row ---------------------
+
+VOCAB = 700  # two full blocks of token_sampling.BLOCK = 256 and a partial one
+TOKEN_LOGITS = torch.randn(VOCAB, generator=torch.Generator().manual_seed(3)) * 0.6
+
+
+def token_pvalue(monkeypatch, temperature, top_k, top_p, vocab=VOCAB, drawn_at=None, n=100_000, seed=19) -> float:
+    """χ² of n tokens drawn by choose_tokens (at ``drawn_at``, default ``temperature``) over the first
+    ``vocab`` logits against softmax(filter(logits / temperature)) over the tokens it keeps; a token
+    outside them fails outright."""
+    from rsft.models import token_sampling
+
+    monkeypatch.setattr(token_sampling, "ELEMENTS", 10_000 * vocab)  # logits per pass: a speed knob, not the law
+    logits = TOKEN_LOGITS[:vocab]
+    g = torch.Generator().manual_seed(seed)
+    draws = []
+    for _ in range(n // 10_000):
+        u = torch.rand(10_000, generator=g, dtype=torch.float64)
+        rows = logits.expand(10_000, -1)
+        draws.append(token_sampling.choose_tokens(rows, None, u, drawn_at or temperature, top_k, top_p)[0])
+    target = token_sampling.filter_logits(logits / temperature, top_k, top_p).softmax(-1).double()
+    kept = (target > 0).nonzero().squeeze(1)
+    tokens = torch.cat(draws)
+    assert bool((target[tokens] > 0).all()), "a token the sampling distribution excludes was drawn"
+    return chi2_gof(torch.searchsorted(kept, tokens), target[kept].numpy())
+
+
+@pytest.mark.parametrize(
+    "vocab, temperature, top_k, top_p", [(700, 0.7, 0, 1.0), (700, 1.3, 500, 0.9), (100, 0.7, 0, 1.0)]
+)
+def test_token_sampler_draws_the_tempered_filtered_softmax(monkeypatch, vocab, temperature, top_k, top_p):
+    """Three settings at ALPHA / 3 each (Bonferroni): 700 tokens (the two-level inversion: blocks, then
+    inside the block) with and without top-k/top-p, and 100 tokens (one block); measured p = 0.82, 0.26, 0.63.
+    Code mutations that fail them (p = 0, or a token outside top-k/top-p drawn): the token one past the
+    inverse within its block (offset + 1), the mass before the block read one block too far
+    (cumulative[block]), the one-block search one token too far (100 tokens)."""
+    assert token_pvalue(monkeypatch, temperature, top_k, top_p, vocab) > ALPHA / 3
+
+
+def test_token_sampler_test_rejects_the_wrong_temperature(monkeypatch):
+    assert token_pvalue(monkeypatch, 0.7, 0, 1.0, drawn_at=0.8) < ALPHA
+
+
+def test_token_sampler_log_probabilities_are_the_models_and_the_sampled_distributions():
+    from rsft.models.token_sampling import choose_tokens, filter_logits
+
+    logits = torch.randn(37, VOCAB, generator=torch.Generator().manual_seed(4)) * 2
+    u = torch.rand(37, generator=torch.Generator().manual_seed(5), dtype=torch.float64)
+    for temperature, top_k, top_p in ((1.0, 0, 1.0), (0.7, 0, 1.0), (1.3, 50, 0.8)):
+        token, log_prob, log_q = choose_tokens(logits, None, u, temperature, top_k, top_p)
+        model = logits.double().log_softmax(-1).gather(1, token[:, None]).squeeze(1)
+        sampled = filter_logits(logits.double() / temperature, top_k, top_p).log_softmax(-1)
+        assert torch.allclose(log_prob, model, atol=1e-5) and torch.allclose(
+            log_q, sampled.gather(1, token[:, None]).squeeze(1), atol=1e-5
+        )
+    rows = torch.tensor([4, 0, 9])
+    token, log_prob, log_q = choose_tokens(logits, rows, None, 1.0, 0, 1.0)  # greedy, on some rows
+    assert torch.equal(token, logits[rows].argmax(-1)) and bool((log_q == 0).all())
+    assert torch.allclose(log_prob, logits[rows].double().log_softmax(-1).amax(-1), atol=1e-5)
+
+
 # -- CPU and GPU: the same law ------------------------------------------------------------------
 
 

@@ -15,8 +15,9 @@ import torch
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("peft")
 
-from conftest import byte_bpe_tokenizer  # noqa: E402
+from conftest import byte_bpe_tokenizer, shared_and_expanded  # noqa: E402
 
+from rsft.models.causal_lm import MIN_SHARED_PREFIX, shared_prefix_length  # noqa: E402
 from rsft.models.hf_causal_lm import (  # noqa: E402
     HFCausalLM,
     ModelUnavailableError,
@@ -24,6 +25,7 @@ from rsft.models.hf_causal_lm import (  # noqa: E402
     find_gguf,
     packaged_model_dir,
 )
+from rsft.models.llama_decoder import LlamaDecoder  # noqa: E402
 
 TINY_LLAMA = {
     "model_type": "llama",
@@ -209,6 +211,91 @@ def test_cached_generation_keeps_only_the_last_logits_and_matches_recomputation(
     ]
     assert torch.equal(runs[0]["completion"], runs[1]["completion"])
     assert torch.allclose(runs[0]["log_prob"], runs[1]["log_prob"], atol=1e-4)
+
+
+ALL_LINEAR = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+CHAT_PROMPTS = ["State the final answer: 12 + 30", "State the final answer: 7 - 5", "State the final answer: 7"]
+
+
+def trained_lora(saved_llama, **settings) -> HFCausalLM:
+    """The tiny llama with LoRA on every linear layer, its adapters moved away from their zero start."""
+    model = HFCausalLM(path=str(saved_llama), max_seq_len=48, lora={"r": 4, "target_modules": ALL_LINEAR, **settings})
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if "lora_B" in name:
+                p.normal_(0.0, 0.1, generator=torch.Generator().manual_seed(len(name)))
+    return model.eval()
+
+
+def test_the_llama_decoder_computes_the_transformers_forward_with_lora_merged(saved_llama):
+    """rsft's sampling forward (LoRA merged, fused projections, cache written in place) against the
+    transformers + peft forward: same last-position logits for a left-padded prompt batch and for the next
+    step, and the same completions from generate(); the model's own weights are left as they were.
+    Mutations that fail it: the adapters not merged (base weights only), RoPE without the rotation
+    (rotate_half returning x), query heads paired with the wrong key/value heads (q reshaped
+    [n, group, KV, ...]), the final norm skipped."""
+    model = trained_lora(saved_llama)
+    decoder = model.sampling_network()
+    assert isinstance(decoder, LlamaDecoder)
+    ids, mask = model.encode_prompts(CHAT_PROMPTS)
+    positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+    reference, _ = model.step_logits(ids, positions, mask, None, False)
+    logits, cache = decoder.step_logits(ids, positions, mask, None, True)
+    assert torch.allclose(logits[:, -1], reference[:, -1], atol=1e-5, rtol=0)
+    nxt = torch.tensor([[5], [6], [7]])
+    step_mask = torch.cat([mask, torch.ones((3, 1), dtype=torch.bool)], 1)
+    step_positions = mask.sum(1, keepdim=True)
+    logits, _ = decoder.step_logits(nxt, step_positions, step_mask, cache, True)
+    reference, _ = model.step_logits(
+        torch.cat([ids, nxt], 1), torch.cat([positions, step_positions], 1), step_mask, None, False
+    )
+    assert torch.allclose(logits[:, -1], reference[:, -1], atol=1e-5, rtol=0)
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    runs = []
+    for fast in (True, False):
+        model.fast_decoder = fast
+        g = torch.Generator().manual_seed(3)
+        runs.append(model.generate(ids, mask, max_new_tokens=12, generator=g, temperature=0.8, num_samples=3))
+    assert torch.equal(runs[0]["completion"], runs[1]["completion"])
+    assert torch.allclose(runs[0]["log_prob"], runs[1]["log_prob"], atol=1e-4)
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
+
+
+@pytest.mark.parametrize("fast", [True, False])
+def test_prefill_is_shared_across_samples_and_prompts_on_a_transformers_model(saved_llama, fast):
+    """As tests/test_lm.py's tiny_gpt test, on a llama through rsft's decoder (StaticKVCache) and through the
+    transformers forward (its own cache, expanded with batch_repeat_interleave). The prompts share a prefix
+    ("State the final answer: "), so it is read once for all of them. Mutations that fail it: the prompt
+    logits expanded with repeat instead of repeat_interleave (both networks), the shared prefix cut one
+    token too long (both), the StaticKVCache expanded with repeat (the decoder)."""
+    model = trained_lora(saved_llama)
+    model.fast_decoder = fast
+    ids, mask = model.encode_prompts(CHAT_PROMPTS)
+    assert shared_prefix_length(ids, mask) >= MIN_SHARED_PREFIX
+    k = 2
+    tokens = torch.randint(3, 200, (len(CHAT_PROMPTS) * k,), generator=torch.Generator().manual_seed(0))
+    shared, alone = shared_and_expanded(model, CHAT_PROMPTS, k, tokens)
+    for a, b in zip(shared, alone):
+        assert a.shape == b.shape == (len(CHAT_PROMPTS) * k, len(model.tokenizer.inner))
+        assert torch.allclose(a, b, atol=1e-5, rtol=0)
+
+
+def test_the_llama_decoder_refuses_what_it_would_not_compute_the_same(saved_llama):
+    """Other architectures, DoRA, LoRA dropout while training, and fast_decoder=false sample through the
+    transformers forward (the model itself); LoRA dropout in eval mode (no dropout) keeps the decoder."""
+    gpt2 = HFCausalLM(config={"model_type": "gpt2", "n_layer": 1, "n_head": 2, "n_embd": 16}, max_seq_len=32)
+    assert gpt2.sampling_network() is gpt2
+    dropout = HFCausalLM(path=str(saved_llama), max_seq_len=48, lora={"r": 2, "dropout": 0.1})
+    assert dropout.train().sampling_network() is dropout
+    assert isinstance(dropout.eval().sampling_network(), LlamaDecoder)
+    slow = HFCausalLM(path=str(saved_llama), max_seq_len=48, fast_decoder=False)
+    assert slow.sampling_network() is slow
+    with pytest.raises(ValueError, match="model.net.fast_decoder must be true or false, got 'yes'"):
+        HFCausalLM(path=str(saved_llama), fast_decoder="yes")
+    peft = pytest.importorskip("peft")
+    dora = HFCausalLM(path=str(saved_llama), max_seq_len=48, finetune="full")
+    dora.hf = peft.get_peft_model(dora.hf, peft.LoraConfig(r=2, target_modules=["q_proj"], use_dora=True))
+    assert dora.eval().sampling_network() is dora
 
 
 # -- the real model --------------------------------------------------------------------------------------

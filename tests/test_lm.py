@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import pytest
 import torch
+from conftest import shared_and_expanded
 
 from rsft.acceptance.lm import Verifier
-from rsft.models.causal_lm import ContextWindowError, filter_logits
+from rsft.models import causal_lm
+from rsft.models.causal_lm import ContextWindowError, shared_prefix_length
 from rsft.models.tiny_gpt import TinyGPT
+from rsft.models.token_sampling import filter_logits
 from rsft.models.tokenizer import CharTokenizer
 from rsft.proposals.policy import PolicyProposal
 from rsft.sampling import rejection_sample
@@ -66,6 +69,64 @@ def test_left_padding_does_not_change_a_prompts_completion():
     alone = model.generate(alone_ids, alone_mask, max_new_tokens=15, greedy=True)
     assert torch.equal(together["completion"][1], alone["completion"][0])
     assert torch.allclose(together["log_prob"][1], alone["log_prob"][0], atol=1e-9)
+
+
+@pytest.mark.parametrize("prompts", [["1+2*3:", "45-6:", "7:"], ["12+34-5:", "12+34*6:", "12+34-789:"]])
+def test_prefill_is_shared_across_samples_and_prompts_without_changing_logits(prompts):
+    """Same logits whether each prompt is read once and expanded to its k samples (and a prefix all prompts
+    share read once) or every row is read on its own. The second prompt set shares "12+34" (5 tokens): the
+    shared-prefix path. Mutations that fail it: expanding with repeat instead of repeat_interleave (rows
+    of another prompt), positions of the re-padded rest counted from 0, the shared prefix cut one token
+    too long (a token of the rest read twice)."""
+    model = tiny_model().double().eval()
+    k = 3
+    tokens = torch.randint(
+        3, model.tokenizer.vocab_size, (len(prompts) * k,), generator=torch.Generator().manual_seed(0)
+    )
+    ids, mask = model.encode_prompts(prompts)
+    assert (shared_prefix_length(ids, mask) >= 4) == (prompts[0].startswith("12+34"))
+    shared, alone = shared_and_expanded(model, prompts, k, tokens)
+    for a, b in zip(shared, alone):
+        assert a.shape == b.shape == (len(prompts) * k, model.tokenizer.vocab_size)
+        assert torch.allclose(a, b, atol=1e-12, rtol=0)
+    assert not torch.allclose(alone[0][0], alone[0][k])  # the prompts differ: a wrong expansion would show
+
+
+def test_shared_prefix_leaves_every_prompt_a_token_of_its_own():
+    model = tiny_model()
+    ids, mask = model.encode_prompts(["12+3:", "12+3:", "12+4*5:"])
+    assert shared_prefix_length(ids, mask) == 3  # "12+" (the first two prompts are equal to the end)
+    ids, mask = model.encode_prompts(["12+3:", "12+3:"])
+    assert shared_prefix_length(ids, mask) == 4  # one token left to each
+    ids, mask = model.encode_prompts(["1:", "2:"])
+    assert shared_prefix_length(ids, mask) == 0
+
+
+def test_dropping_finished_rows_keeps_every_rows_completion(monkeypatch):
+    """generate() drops rows that produced eos from the batch (their cache and mask rows too). Same
+    completions, lengths and log-probabilities whether rows are dropped as soon as any finishes or never:
+    a row's logits do not depend on which other rows share its batch, and its tokens depend on its own
+    uniforms only (one per row per step, finished or not). Mutations that fail it: the kept rows' cache
+    taken in the wrong order (keep_rows(cache, keep.flip(0))), the cache's last written column not moved
+    with its row (StaticKVCache.batch_select_indices copying end - 1 columns)."""
+    model = tiny_model().double().eval()
+    ids, mask = model.encode_prompts(["1+2*3:", "45-6:", "7:", "8*9:"])
+    # Make the token the model samples most often the eos: rows then stop at different steps.
+    model.tokenizer.eos_id = -1
+    free = model.generate(ids, mask, max_new_tokens=25, generator=torch.Generator().manual_seed(4), temperature=1.5)
+    model.tokenizer.eos_id = int(free["completion"].flatten().mode().values)
+    runs = []
+    for cost in (0.0, float("inf")):  # drop at once / never
+        monkeypatch.setattr(causal_lm, "DROP_COST_IN_ROW_STEPS", cost)
+        g = torch.Generator().manual_seed(4)
+        runs.append(model.generate(ids, mask, max_new_tokens=25, generator=g, temperature=1.5, num_samples=4))
+    dropped, kept = runs
+    lengths = dropped["length"]
+    assert len(set(lengths.tolist())) > 3 and bool(dropped["finished"].any()) and not bool(dropped["finished"].all())
+    for key in ("completion", "length", "finished"):
+        assert torch.equal(dropped[key], kept[key])
+    for key in ("log_prob", "log_q"):
+        assert torch.allclose(dropped[key], kept[key], atol=1e-12, rtol=0)
 
 
 def test_filter_logits_top_k_and_top_p():

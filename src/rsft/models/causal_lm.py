@@ -21,25 +21,70 @@ from torch.nn import functional as F
 
 from rsft.batch import Batch, field
 from rsft.models.base import FineTunedModel
+from rsft.models.kv_cache import keep_rows, repeat_rows
+from rsft.models.token_sampling import choose_tokens
 
 
 class ContextWindowError(ValueError):
     """A prompt (or prompt + completion) does not fit the model's context window."""
 
 
-def filter_logits(logits: torch.Tensor, top_k: int = 0, top_p: float = 1.0) -> torch.Tensor:
-    """Keep the ``top_k`` largest logits and the smallest set whose probability reaches ``top_p``."""
-    if top_k > 0 and top_k < logits.shape[-1]:
-        kth = torch.topk(logits, top_k, dim=-1).values[..., -1:]
-        logits = logits.masked_fill(logits < kth, float("-inf"))
-    if top_p < 1.0:
-        sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
-        probs = sorted_logits.softmax(-1)
-        # Drop a token when the tokens before it already reach top_p (the first token always stays).
-        drop = (probs.cumsum(-1) - probs) >= top_p
-        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
-        logits = torch.empty_like(logits).scatter_(-1, order, sorted_logits)
-    return logits
+#: What dropping finished rows from the batch costs, in steps of one row: the rows kept have their cache
+#: copied, which takes at most about as long as one step of theirs (SmolLM2-135M: ≤ 3.7 MB of cache and
+#: 0.27 GFLOP per row and step). generate() drops them when the steps they would still take cost more.
+DROP_COST_IN_ROW_STEPS = 1.0
+#: A prefix shared by every prompt of a batch is read once when it is at least this many tokens long.
+MIN_SHARED_PREFIX = 4
+
+
+def shared_prefix_length(prompt_ids: torch.Tensor, key_mask: torch.Tensor) -> int:
+    """Tokens at the start of every (left-padded) prompt that all prompts share, leaving each at least one."""
+    lengths = key_mask.sum(1)
+    m = int(lengths.min())
+    starts = prompt_ids.shape[1] - lengths
+    heads = prompt_ids.gather(1, starts[:, None] + torch.arange(m, device=prompt_ids.device)[None])
+    differs = (heads != heads[:1]).any(0).nonzero()
+    return min(int(differs[0]) if len(differs) else m, m - 1)
+
+
+def prefill(
+    network: Any, prompt_ids: torch.Tensor, key_mask: torch.Tensor, copies: int, pad_id: int
+) -> tuple[torch.Tensor, Any, torch.Tensor]:
+    """Read left-padded prompts into a cache once and expand it to ``copies`` rows per prompt.
+
+    Returns the last position's logits ``[B·copies, V]``, the cache, and the key mask of its columns
+    (row ``i·copies + j`` is prompt i). A prefix every prompt shares (a chat template's system turn) is
+    read once, then the rest of each prompt, left-padded again after it: positions count real tokens,
+    so every token sits where it sat in the prompt.
+    """
+    b, width = prompt_ids.shape
+    shared = shared_prefix_length(prompt_ids, key_mask) if b > 1 else 0
+    if shared >= MIN_SHARED_PREFIX:
+        lengths = key_mask.sum(1)
+        first = width - int(lengths[0])
+        prefix = prompt_ids[:1, first : first + shared]
+        positions = torch.arange(shared, device=prompt_ids.device)[None]
+        _, cache = network.step_logits(prefix, positions, None, None, True)
+        if hasattr(cache, "share_prefix"):  # held once for all rows (rsft's StaticKVCache)
+            cache.share_prefix(b)
+        else:
+            cache = repeat_rows(cache, b)
+        rest = lengths - shared
+        w = int(rest.max())
+        rest_mask = torch.arange(w, device=prompt_ids.device)[None] >= (w - rest)[:, None]
+        rest_ids = prompt_ids[:, width - w :].masked_fill(~rest_mask, pad_id)
+        mask = torch.cat([torch.ones((b, shared), dtype=torch.bool, device=prompt_ids.device), rest_mask], dim=1)
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)[:, shared:]
+        logits, cache = network.step_logits(rest_ids, positions, mask, cache, True)
+    else:
+        mask = key_mask
+        positions = (mask.long().cumsum(1) - 1).clamp(min=0)
+        logits, cache = network.step_logits(prompt_ids, positions, mask, None, True)
+    logits = logits[:, -1]
+    if copies > 1:
+        cache = repeat_rows(cache, copies)
+        logits, mask = logits.repeat_interleave(copies, 0), mask.repeat_interleave(copies, 0)
+    return logits, cache, mask
 
 
 class CausalLM(FineTunedModel):
@@ -157,6 +202,13 @@ class CausalLM(FineTunedModel):
         return [self.tokenizer.decode(row) for row in completion.tolist()]
 
     # -- sampling -------------------------------------------------------------------------
+    def sampling_network(self) -> Any:
+        """What :meth:`generate` runs with the KV cache: an object with :meth:`step_logits` whose caches
+        :func:`~rsft.models.kv_cache.repeat_rows` and :func:`~rsft.models.kv_cache.keep_rows` accept.
+        This model itself by default; a subclass may return a faster inference-only copy of its network
+        (``hf_causal_lm``: a llama decoder with the LoRA adapters merged)."""
+        return self
+
     @torch.no_grad()
     def generate(
         self,
@@ -170,13 +222,20 @@ class CausalLM(FineTunedModel):
         top_p: float = 1.0,
         greedy: bool = False,
         use_cache: bool = True,
+        num_samples: int = 1,
     ) -> Batch:
-        """Complete a batch of left-padded prompts.
+        """Complete a batch of left-padded prompts, ``num_samples`` (k) times each.
 
-        Returns ``completion`` ``[B, N]`` (pad after eos), ``length`` (tokens including eos),
-        ``finished`` (an eos was produced), ``log_prob`` (sum of the model's log-probabilities at
-        temperature 1 — the policy's likelihood) and ``log_q`` (the same under the distribution actually
-        sampled: temperature and top-k/top-p applied; 0 for greedy decoding).
+        Returns, for row ``i·k + j`` (prompt i's j-th completion): ``completion`` ``[B·k, N]`` (pad after
+        eos), ``length`` (tokens including eos), ``finished`` (an eos was produced), ``log_prob`` (sum of the
+        model's log-probabilities at temperature 1 — the policy's likelihood) and ``log_q`` (the same under
+        the distribution actually sampled: temperature and top-k/top-p applied; 0 for greedy decoding).
+
+        With the cache, each prompt is read once and its cache expanded to its k samples (a prefix that
+        all prompts share is read once for all of them), and rows that have produced eos leave the batch.
+        Each step draws one uniform per row, finished or not, and inverts that row's distribution at it:
+        a row's tokens depend on its own logits and uniforms only, not on which other rows are still
+        being generated.
         """
         if not greedy:
             if not temperature > 0:
@@ -187,6 +246,8 @@ class CausalLM(FineTunedModel):
                 raise ValueError(f"top_k must be ≥ 0 (0: off), got {top_k} (proposal.top_k)")
             if generator is None:
                 raise ValueError("sampling needs a torch.Generator (greedy decoding does not)")
+        if isinstance(num_samples, bool) or not isinstance(num_samples, int) or num_samples < 1:
+            raise ValueError(f"num_samples (completions per prompt) must be a positive integer, got {num_samples!r}")
         b, width = prompt_ids.shape
         if width >= self.max_seq_len:
             raise ContextWindowError(
@@ -195,41 +256,58 @@ class CausalLM(FineTunedModel):
         steps = min(int(max_new_tokens), self.max_seq_len - width)
         if steps <= 0:
             raise ValueError(f"max_new_tokens must be positive, got {max_new_tokens}")
+        k, n = num_samples, b * num_samples
         pad, eos = self.tokenizer.pad_id, self.tokenizer.eos_id
         dev = prompt_ids.device
-        positions = (key_mask.long().cumsum(1) - 1).clamp(min=0)
-        next_pos = positions[:, -1] + 1
-        out = torch.full((b, steps), pad, dtype=torch.long, device=dev)
-        done = torch.zeros(b, dtype=torch.bool, device=dev)
-        length = torch.zeros(b, dtype=torch.long, device=dev)
-        log_prob = torch.zeros(b, dtype=torch.float64, device=dev)
-        log_q = torch.zeros(b, dtype=torch.float64, device=dev)
-        seq, seq_mask, seq_pos = prompt_ids, key_mask, positions
-        logits, cache = self.step_logits(seq, seq_pos, seq_mask, None, use_cache)
+        next_pos = key_mask.sum(1).repeat_interleave(k)  # position of each row's first new token
+        out = torch.full((n, steps), pad, dtype=torch.long, device=dev)
+        done = torch.zeros(n, dtype=torch.bool, device=dev)
+        length = torch.zeros(n, dtype=torch.long, device=dev)
+        log_prob = torch.zeros(n, dtype=torch.float64, device=dev)
+        log_q = torch.zeros(n, dtype=torch.float64, device=dev)
+        rows = torch.arange(n, device=dev)  # the rows the network holds, in its order
+        if use_cache:
+            network = self.sampling_network()
+            logits, cache, mask = prefill(network, prompt_ids, key_mask, k, pad)
+        else:  # recompute the whole prefix every step (the baseline the KV cache is measured against)
+            seq, mask = prompt_ids.repeat_interleave(k, 0), key_mask.repeat_interleave(k, 0)
+            seq_pos = (mask.long().cumsum(1) - 1).clamp(min=0)
+            logits = self.step_logits(seq, seq_pos, mask, None, False)[0][:, -1]
         for t in range(steps):
-            last = logits[:, -1].float()
-            model_logp = last.log_softmax(-1)
-            if greedy:
-                token = last.argmax(-1)
-            else:
-                sample_logp = filter_logits(last / temperature, top_k, top_p).log_softmax(-1)
-                token = torch.multinomial(sample_logp.exp(), 1, generator=generator).squeeze(1)
-                log_q += torch.where(done, 0.0, sample_logp.gather(1, token[:, None]).squeeze(1).double())
-            log_prob += torch.where(done, 0.0, model_logp.gather(1, token[:, None]).squeeze(1).double())
-            token = torch.where(done, torch.full_like(token, pad), token)
-            out[:, t] = token
-            length += (~done).long()
-            done = done | (token == eos)
-            if bool(done.all()) or t == steps - 1:
+            uniforms = None if greedy else torch.rand(n, generator=generator, dtype=torch.float64, device=dev)
+            live = ~done[rows]
+            everyone = bool(live.all())
+            alive = rows if everyone else rows[live]
+            token, step_log_prob, step_log_q = choose_tokens(
+                logits,
+                None if everyone else live.nonzero().squeeze(1),
+                None if greedy else uniforms[alive],
+                temperature,
+                top_k,
+                top_p,
+            )
+            out[alive, t] = token
+            length[alive] += 1
+            log_prob[alive] += step_log_prob
+            log_q[alive] += step_log_q
+            done[alive] = token == eos
+            if t == steps - 1 or bool(done.all()):
                 break
-            step_pos = (next_pos + t)[:, None]
-            seq_mask = torch.cat([seq_mask, torch.ones((b, 1), dtype=torch.bool, device=dev)], dim=1)
+            finished = done[rows]
+            dropped = int(finished.sum())
+            if use_cache and dropped * (steps - 1 - t) > DROP_COST_IN_ROW_STEPS * (len(rows) - dropped):
+                keep = (~finished).nonzero().squeeze(1)
+                cache = keep_rows(cache, keep)
+                rows, mask = rows[keep], mask[keep]
+            tokens = out[rows, t][:, None]  # pad for finished rows: their outputs are never read
+            positions = (next_pos[rows] + t)[:, None]
+            mask = torch.cat([mask, torch.ones((len(rows), 1), dtype=torch.bool, device=dev)], dim=1)
             if use_cache:
-                logits, cache = self.step_logits(token[:, None], step_pos, seq_mask, cache, True)
-            else:  # recompute the whole prefix (the baseline the KV cache is measured against)
-                seq = torch.cat([seq, token[:, None]], dim=1)
-                seq_pos = torch.cat([seq_pos, step_pos], dim=1)
-                logits, _ = self.step_logits(seq, seq_pos, seq_mask, None, False)
+                logits, cache = network.step_logits(tokens, positions, mask, cache, True)
+            else:
+                seq, seq_pos = torch.cat([seq, tokens], dim=1), torch.cat([seq_pos, positions], dim=1)
+                logits, _ = self.step_logits(seq, seq_pos, mask, None, False)
+            logits = logits[:, -1]
         return {"completion": out, "length": length, "finished": done, "log_prob": log_prob, "log_q": log_q}
 
     # -- training -------------------------------------------------------------------------

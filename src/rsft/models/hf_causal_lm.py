@@ -24,6 +24,13 @@ Prompts may be plain strings or chat conversations (lists of ``{role, content}``
 tokenizer's chat template, ending with the assistant's turn opened, so the completion is the
 assistant's reply and its end-of-turn token is the tokenizer's eos.
 
+Sampling (``generate``) runs a llama model through rsft's own inference-only forward
+(:mod:`rsft.models.llama_decoder`: LoRA merged, fused projections, a cache written in place), which
+computes the same function as the ``transformers`` forward up to float rounding and is faster on a CPU
+(``python -m benchmarks.lm_generation`` measures both); ``fast_decoder=false`` (or any other
+architecture) samples with the ``transformers`` forward. Training always uses the ``transformers`` (and
+``peft``) forward.
+
 ``transformers``, ``peft``, ``gguf`` and ``accelerate`` are the optional extra ``lm`` (``pip install
 'rsft[lm]'``) and are imported only when this model is built.
 """
@@ -43,6 +50,7 @@ import torch
 
 from rsft.models.causal_lm import CausalLM
 from rsft.models.checkpoint import load_weights_only
+from rsft.models.llama_decoder import LlamaDecoder
 from rsft.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
 
 #: ``model.net.path=package:<module>``: weights shipped inside an installed Python package.
@@ -197,6 +205,7 @@ class HFCausalLM(CausalLM):
         alphabet: str = DEFAULT_ALPHABET,
         finetune: str = "auto",
         lora: dict[str, Any] | None = None,
+        fast_decoder: bool = True,
         **settings: Any,
     ):
         """``settings``: the shared language-model options of :class:`CausalLM` (max_seq_len, lr, eval_k, …)."""
@@ -212,6 +221,9 @@ class HFCausalLM(CausalLM):
             raise ValueError(f"model.net.finetune must be 'auto', 'lora' or 'full', got {finetune!r}")
         if finetune == "full" and lora:
             raise ValueError("model.net.finetune=full contradicts model.net.lora settings; set model.net.lora=null")
+        if not isinstance(fast_decoder, bool):
+            raise ValueError(f"model.net.fast_decoder must be true or false, got {fast_decoder!r}")
+        self.fast_decoder = fast_decoder
         self.save_hyperparameters(ignore=["task"])  # the task is the run's object, not a setting
         transformers = _require("transformers")
         if pretrained:
@@ -359,6 +371,12 @@ class HFCausalLM(CausalLM):
             parameters = inspect.signature(base.forward).parameters
             self._keywords = ("cache" if "cache" in parameters else "past_key_values", "logits_to_keep" in parameters)
         return self._keywords
+
+    def sampling_network(self) -> Any:
+        """rsft's llama decoder (LoRA merged, cache written in place) for a llama model, unless
+        ``fast_decoder=false``; the ``transformers`` forward (:meth:`step_logits`) otherwise."""
+        decoder = LlamaDecoder.of(self.hf, self.max_seq_len) if self.fast_decoder else None
+        return self if decoder is None else decoder
 
     def step_logits(self, ids, positions, key_mask, cache, use_cache):
         attention = None if key_mask is None else key_mask.long()

@@ -1,7 +1,8 @@
 """``model=tiny_gpt``: a small decoder-only transformer over characters that trains on a CPU in minutes.
 
-Pre-norm blocks, learned positions, tied input/output embeddings, and a KV cache for sampling
-(``use_cache=False`` recomputes the prefix every step; the benchmark compares the two).
+Pre-norm blocks, learned positions, tied input/output embeddings, and a KV cache for sampling written in
+place (:class:`~rsft.models.kv_cache.StaticKVCache`; ``use_cache=False`` recomputes the prefix every
+step; the benchmark compares the two).
 """
 
 from __future__ import annotations
@@ -14,9 +15,8 @@ from torch import nn
 from torch.nn import functional as F
 
 from rsft.models.causal_lm import CausalLM, ContextWindowError
+from rsft.models.kv_cache import StaticKVCache, attend, cached_attention_mask
 from rsft.models.tokenizer import DEFAULT_ALPHABET, CharTokenizer
-
-KVCache = list[tuple[torch.Tensor, torch.Tensor]]
 
 
 class SelfAttention(nn.Module):
@@ -27,18 +27,25 @@ class SelfAttention(nn.Module):
         self.proj = nn.Linear(n_embd, n_embd)
         self.dropout = dropout
 
-    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, past: tuple[torch.Tensor, torch.Tensor] | None):
+    def forward(self, x: torch.Tensor, mask: torch.Tensor | None, cache: StaticKVCache | None, layer: int):
         b, t, c = x.shape
         q, k, v = self.qkv(x).view(b, t, 3, self.n_head, c // self.n_head).permute(2, 0, 3, 1, 4)
-        if past is not None:
-            k = torch.cat([past[0], k], dim=2)
-            v = torch.cat([past[1], v], dim=2)
+        shared = None
+        if cache is not None:  # attend to the cached columns and this step's, written in place
+            k, v = cache.write(layer, k, v)
+            shared = cache.shared_part(layer)
         p = self.dropout if self.training else 0.0
         if mask is None:  # one causal block from position 0 (training)
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=p)
-        else:
+        elif shared is None:
             y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
-        return self.proj(y.transpose(1, 2).reshape(b, t, c)), (k, v)
+        elif p == 0.0:  # a prefix every row shares, held once (mask: its columns first)
+            y = attend(q, k, v, mask[..., cache.shared :], 1 / math.sqrt(c // self.n_head), shared)
+        else:  # sampling with dropout (a model in training mode): the shared columns repeated per row
+            k = torch.cat([shared[0].expand(b, *shared[0].shape), k], 2)
+            v = torch.cat([shared[1].expand(b, *shared[1].shape), v], 2)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=p)
+        return self.proj(y.transpose(1, 2).reshape(b, t, c))
 
 
 class Block(nn.Module):
@@ -51,10 +58,9 @@ class Block(nn.Module):
             nn.Linear(n_embd, 4 * n_embd), nn.GELU(), nn.Linear(4 * n_embd, n_embd), nn.Dropout(dropout)
         )
 
-    def forward(self, x, mask, past):
-        h, kv = self.attn(self.ln1(x), mask, past)
-        x = x + h
-        return x + self.mlp(self.ln2(x)), kv
+    def forward(self, x, mask, cache, layer):
+        x = x + self.attn(self.ln1(x), mask, cache, layer)
+        return x + self.mlp(self.ln2(x))
 
 
 class TinyGPT(CausalLM):
@@ -108,26 +114,30 @@ class TinyGPT(CausalLM):
         key_mask: torch.Tensor | None,
         cache: Any,
         use_cache: bool,
-    ) -> tuple[torch.Tensor, KVCache | None]:
+    ) -> tuple[torch.Tensor, StaticKVCache | None]:
         b, t = ids.shape
         if int(positions.max()) >= self.max_seq_len:
             raise ContextWindowError(
                 f"position {int(positions.max())} is outside the context window "
                 f"model.net.max_seq_len={self.max_seq_len}"
             )
-        past = 0 if cache is None else cache[0][0].shape[2]
-        mask = None
-        if key_mask is not None:
-            # Query i (absolute index past + i) sees key j ≤ past + i if j is a real token; it always sees
-            # itself, so the rows of left padding stay finite (their outputs are never used).
-            q_idx = torch.arange(past, past + t, device=ids.device)[:, None]
-            k_idx = torch.arange(past + t, device=ids.device)[None, :]
-            mask = ((k_idx <= q_idx)[None] & key_mask[:, None, :]) | (k_idx == q_idx)[None]
-            mask = mask[:, None]  # broadcast over heads
+        if use_cache and cache is None:
+            n_head = self.blocks[0].attn.n_head
+            cache = StaticKVCache(
+                len(self.blocks),
+                b,
+                n_head,
+                self.max_seq_len,
+                self.tok_emb.embedding_dim // n_head,
+                self.tok_emb.weight.dtype,
+                ids.device,
+            )
+        past = 0 if cache is None else cache.length
+        mask = None if key_mask is None else cached_attention_mask(key_mask, past, t)
         x = self.drop(self.tok_emb(ids) + self.pos_emb(positions))
-        new_cache: KVCache = []
         for i, block in enumerate(self.blocks):
-            x, kv = block(x, mask, None if cache is None else cache[i])
-            new_cache.append(kv)
-        logits = self.head(self.ln_f(x))
-        return logits, (new_cache if use_cache else None)
+            x = block(x, mask, cache if use_cache else None, i)
+        if not use_cache:
+            return self.head(self.ln_f(x)), None
+        cache.advance(t)
+        return self.head(self.ln_f(x)), cache

@@ -250,7 +250,6 @@ class PolicyProposal(Proposal):
         model, k = self.model, self.k
         prompts = self.task.prompts(prompt_ids)
         ids, mask = model.encode_prompts(prompts)
-        ids, mask = ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0)
         current = None
         if self._snapshot is not None:  # sample from the frozen snapshot, then put the live weights back
             current = {name: v.detach().clone() for name, v in model.state_dict().items()}
@@ -266,6 +265,7 @@ class PolicyProposal(Proposal):
                 top_k=self.top_k,
                 top_p=self.top_p,
                 use_cache=self.use_cache,
+                num_samples=k,  # each prompt is read once for its k samples
             )
         finally:
             if current is not None:
@@ -285,7 +285,7 @@ class PolicyProposal(Proposal):
         return {
             "prompt_id": rep,
             "group": group,
-            **model.pack(ids, mask, out["completion"], out["length"]),
+            **model.pack(ids.repeat_interleave(k, 0), mask.repeat_interleave(k, 0), out["completion"], out["length"]),
             "length": out["length"],
             "finished": finished,
             "log_prob": out["log_prob"],
