@@ -63,7 +63,7 @@ from rsft.tools.sources import import_closure, run_sources
 from rsft.train import train
 
 #: the scales tried for the fixed proposals of the targets' first benchmark (d = 8) and of the frontier
-FRONTIER_SCALES = [1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 7.0, 10.0]
+FRONTIER_SCALES = [0.5, 0.75, 1.0, 1.25, 1.5, 2.0, 2.5, 3.0, 3.5, 4.0, 5.0, 7.0, 10.0, 14.0]
 #: target -> (experiment, fixed-proposal scales to try)
 TARGETS = {
     "twisted": ("onpolicy_twisted", [2.0, 3.0, 4.0, 5.0, 7.0, 10.0]),
@@ -166,10 +166,6 @@ def best_fixed(target, family: str, scales: list[float], draws: int, seed: int) 
     q = fixed_proposal(family, target.dim, best["scale"])
     deficit = envelope_deficit(target.log_prob(fresh), q.log_prob(fresh), best["log_M"])
     return {"family": family, "scales": rows, **best, "envelope_tv": deficit}
-
-
-def best_fixed_gaussian(target, scales: list[float], draws: int, seed: int) -> dict:
-    return best_fixed(target, "gaussian", scales, draws, seed)
 
 
 def time_fixed(target, family: str, scale: float, log_M: float, proposals: int, seed: int) -> dict:
@@ -370,7 +366,14 @@ def _settings(task: tuple, args: argparse.Namespace) -> dict:
     cfg = compose([f"experiment={TARGETS[name][0]}", f"seed={seed or 0}", "paths.output_dir=/tmp/unused", *extra])
     digest = hashlib.sha256(OmegaConf.to_yaml(cfg, resolve=True).encode()).hexdigest()[:16]
     if kind == "fixed":
-        return {"draws": args.draws, "fixed_proposals": args.fixed_proposals, "seed": args.seeds[0], "config": digest}
+        scales = FRONTIER_SCALES if dim is not None else TARGETS[name][1]
+        return {
+            "draws": args.draws,
+            "fixed_proposals": args.fixed_proposals,
+            "seed": args.seeds[0],
+            "scales": scales,
+            "config": digest,
+        }
     return {"overrides": args.overrides, "judge_draws": args.judge_draws, "config": digest}
 
 

@@ -41,6 +41,12 @@ def test_a_widened_flow_samples_with_its_own_exact_density():
     assert (x.std(0) > 1.1 * narrow.std(0)).all()  # heavier tails than the flow as trained
 
 
+@torch.no_grad()
+def mixture_log_q(flow, x, defensive, weight, **base):
+    """log of (1 − weight)·(the flow pushed from the given base) + weight·defensive at x."""
+    return torch.logaddexp(math.log1p(-weight) + flow.log_prob(x, **base), math.log(weight) + defensive.log_prob(x))
+
+
 def test_the_on_policy_proposal_widens_only_models_that_can():
     from rsft.proposals.distribution import isotropic_normal
     from rsft.proposals.model import ModelProposal
@@ -49,11 +55,7 @@ def test_the_on_policy_proposal_widens_only_models_that_can():
     proposal = ModelProposal(isotropic_normal(2, 3.0), defensive_weight=0.2, model_base_scale=1.5)
     proposal.bind(flow)
     batch = proposal.sample(1000, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = torch.logaddexp(
-            math.log(0.8) + flow.log_prob(batch["x"], base_scale=1.5),
-            math.log(0.2) + isotropic_normal(2, 3.0).log_prob(batch["x"]),
-        )
+    expected = mixture_log_q(flow, batch["x"], isotropic_normal(2, 3.0), 0.2, base_scale=1.5)
     assert torch.allclose(batch["log_q"], expected, atol=1e-4)
 
     class Fixed(torch.nn.Module):
@@ -92,11 +94,7 @@ def test_a_flow_pushed_from_a_student_t_base_samples_with_its_own_exact_density(
     proposal = ModelProposal(isotropic_normal(3, 3.0), defensive_weight=0.2, model_base_df=5.0)
     proposal.bind(flow)
     batch = proposal.sample(1000, torch.Generator().manual_seed(0))
-    with torch.no_grad():
-        expected = torch.logaddexp(
-            math.log(0.8) + flow.log_prob(batch["x"], base_df=5.0),
-            math.log(0.2) + isotropic_normal(3, 3.0).log_prob(batch["x"]),
-        )
+    expected = mixture_log_q(flow, batch["x"], isotropic_normal(3, 3.0), 0.2, base_df=5.0)
     assert torch.allclose(batch["log_q"], expected, atol=1e-4) and torch.allclose(
         proposal.log_prob(batch["x"]), expected
     )

@@ -36,8 +36,8 @@ def well_integral(tilt: float, upper: float = math.inf) -> float:
 
 def test_many_well_normaliser_and_marginal_cdf_are_the_numerical_integrals():
     # The normaliser (Simpson on 1e5 cells) and the CDF (cumulative trapezoid) against scipy's adaptive
-    # quadrature. Mutations: the trapezoid steps without the factor h/2, or Simpson's 4/2 weights swapped,
-    # move log Z by far more than 1e-9.
+    # quadrature. Mutations: Simpson's h/3 as h/2 (log Z off by log 1.5), or the CDF's trapezoid steps as
+    # left Riemann sums (the CDF off by ~1e-4), fail it.
     target = ManyWell(dim=4)
     z = well_integral(0.5)
     assert target.log_norm_well == pytest.approx(math.log(z) + 9.5, abs=1e-9)
@@ -65,8 +65,9 @@ def test_many_well_density_is_normalised_and_is_a_product_of_pairs():
 
 
 def test_many_well_cell_envelope_bounds_the_double_well():
-    # The exact sampler rests on f(x) ≤ the bound of x's cell for every x. Mutation: the bound without its
-    # slope term (the chord only) fails it where f is concave (between the wells' inflection points).
+    # The exact sampler rests on f(x) ≤ the bound of x's cell for every x (and the KS checks below catch gross
+    # errors; a bound a few hundredths of a nat too loose or too tight is invisible to them). Mutation: the
+    # bound without its slope term (the chord only) fails it where f is concave.
     target = ManyWell(dim=2)
     g = torch.Generator().manual_seed(3)
     x = (torch.rand(2_000_000, generator=g, dtype=torch.float64) * 2 - 1) * target.HALF_WIDTH
@@ -96,6 +97,8 @@ def test_many_well_exact_samples_pass_and_a_wrong_tilt_or_coupled_wells_fail():
 
 
 def test_truncated_funnel_mass_density_and_exact_samples():
+    # Mutation: v drawn as a normal clamped at v_min (mass piled on the floor) instead of by the truncated
+    # normal's inverse CDF fails the exact-samples check.
     target = Funnel(dim=10, v_scale=3.0, v_min=-6.0)
     # the mass removed, exactly: P(v < −6) for v ~ N(0, 3²) = Φ(−2)
     assert target.truncated_mass() == pytest.approx(stats.norm.cdf(-2.0), rel=1e-13)
@@ -143,6 +146,7 @@ def test_projections_see_a_corners_sampler_that_keeps_half_of_the_modes():
 
 
 def test_twisted_projections_are_exact_and_a_wrong_twist_fails_them():
+    # Mutation: the Gaussian coordinates without dividing the first by σ₁ = 10 fail the exact samples.
     target = twisted_gaussian(dim=16, twist=0.1)
     x = target.sample(20_000, torch.Generator().manual_seed(5))
     assert joint_pvalue(target, x) > ALPHA
