@@ -120,3 +120,37 @@ def test_default_job_ends_within_005_nats_of_the_grid_entropy(run_config, tmp_pa
     train(run_config("logger=none", "plot=false"))
     metrics = json.loads((tmp_path / "run" / "metrics.json").read_text())
     assert metrics["val/nll"] < GRID_ENTROPY + 0.05
+
+
+def test_a_bimodal_base_makes_separated_modes_that_affine_couplings_cannot():
+    """model.net.bimodal_base: the same RealNVP(2), 300 Adam steps on 4 separated modes in 2-D (a product of two
+    bimodal coordinates). From the bimodal base it ends within 0.05 nats of the target's entropy; from the
+    Gaussian base it stays over 0.3 nats away (measured 2.863 and 3.422 against 2.850: the modes bridged).
+    Mutation: the base's components both at 0 (one Gaussian) fails the first assertion. Its widened and
+    Student-t-mixed versions are normalised densities (5 standard errors)."""
+    from rsft.targets import corners
+
+    target = corners(dim=2, corner_dims=2, separation=3.0, std=0.5)
+    data = target.sample(4000, torch.Generator().manual_seed(0))
+    test = target.sample(4000, torch.Generator().manual_seed(1))
+    entropy = float(-target.log_prob(test).mean())
+    nll = {}
+    for bimodal in (False, True):
+        torch.manual_seed(0)
+        flow = FlowModel(dim=2, kind="realnvp", transforms=2, scale=3.0, bimodal_base=bimodal)
+        optimizer = torch.optim.Adam(flow.parameters(), lr=1e-2)
+        order = torch.Generator().manual_seed(2)
+        for _ in range(300):
+            loss = -flow.log_prob(data[torch.randint(0, 4000, (256,), generator=order)]).mean()
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+        with torch.no_grad():
+            nll[bimodal] = float(-flow.log_prob(test).mean())
+    assert nll[True] < entropy + 0.05 and nll[False] > entropy + 0.3
+    base = {"base_scale": 1.2, "base_df": 5.0, "base_df_weight": 0.3}
+    x, log_q = flow.sample_with_log_prob(40_000, torch.Generator().manual_seed(3), **base)
+    with torch.no_grad():
+        assert torch.allclose(log_q, flow.log_prob(x, **base), atol=1e-4)
+        weights = (flow.log_prob(x) - log_q).double().exp()
+    assert abs(weights.mean().item() - 1.0) < 5 * weights.std().item() / math.sqrt(len(weights))

@@ -20,6 +20,31 @@ from rsft.models.base import FineTunedModel
 FLOWS = {"nsf": zuko.flows.NSF, "maf": zuko.flows.MAF, "realnvp": zuko.flows.RealNVP}
 
 
+def bimodal(logits: torch.Tensor, loc: torch.Tensor, scale: torch.Tensor) -> torch.distributions.Distribution:
+    """Independent coordinates, each a two-component Gaussian mixture (parameters of shape (dim, 2))."""
+    D = torch.distributions
+    return D.Independent(D.MixtureSameFamily(D.Categorical(logits=logits), D.Normal(loc, scale)), 1)
+
+
+class BimodalBase(zuko.lazy.LazyDistribution):
+    """A learnable base whose coordinates are independent two-component Gaussian mixtures.
+
+    Affine couplings can only shift and scale a coordinate given the others: from a Gaussian base they cannot
+    make a coordinate bimodal without another coordinate carrying the mode, so a product of separated modes
+    (the corners' 2³, the many-well's 2^(d/2)) comes out bridged or merged. With this base the flow starts
+    from such a product; the components start at ±0.1 (almost one Gaussian) and separate where the data asks.
+    """
+
+    def __init__(self, features: int):
+        super().__init__()
+        self.logits = torch.nn.Parameter(torch.zeros(features, 2))
+        self.loc = torch.nn.Parameter(torch.tensor([-1.0, 1.0]).repeat(features, 1))
+        self.log_scale = torch.nn.Parameter(torch.full((features, 2), math.log(0.5)))
+
+    def forward(self, c: torch.Tensor | None = None) -> torch.distributions.Distribution:
+        return bimodal(self.logits, self.loc, self.log_scale.exp())
+
+
 class HeavyTailedBase(torch.distributions.Distribution):
     """(1 − w)·N(μ, σ²) + w·∏ Student-t_ν(μᵢ, σᵢ) over R^d: a diagonal Gaussian with a heavy-tailed share w
     (w = 1: independent Student-t coordinates). Each draw comes whole from one of the two parts."""
@@ -65,6 +90,7 @@ class FlowModel(FineTunedModel):
         bins: int = 8,
         passes: int | None = None,
         global_dims: int = 0,
+        bimodal_base: bool = False,
         scale: float = 1.0,
         lr: float = 1e-3,
         weight_decay: float = 0.0,
@@ -109,6 +135,8 @@ class FlowModel(FineTunedModel):
                 features=self.dim, mask=torch.arange(self.dim) < global_dims, hidden_features=list(hidden)
             )
             flow = zuko.flows.Flow([head, *flow.transform.transforms], flow.base)
+        if bimodal_base:
+            flow = zuko.flows.Flow(list(flow.transform.transforms), BimodalBase(self.dim))
         self.flow = flow
         self.eval_samples = int(eval_samples)
         self.eval_seed = int(eval_seed)
@@ -166,11 +194,16 @@ class FlowModel(FineTunedModel):
         if base_scale == 1.0 and base_df is None:
             return flow
         base = flow.base
-        if not isinstance(base, zuko.distributions.DiagNormal):
+        if isinstance(base, zuko.distributions.DiagNormal):
+            other = zuko.distributions.DiagNormal(base.mean, base.stddev * base_scale)
+        elif isinstance(self.flow.base, BimodalBase):  # each component widened, the modes where they are
+            mixture = base.base_dist
+            parts = mixture.component_distribution
+            other = bimodal(mixture.mixture_distribution.logits, parts.loc, parts.scale * base_scale)
+        else:
             raise TypeError(
-                f"base_scale / base_df need a flow with a diagonal Gaussian base, not {type(base).__name__}"
+                f"base_scale / base_df need a flow with a diagonal Gaussian or bimodal base, not {type(base).__name__}"
             )
-        other = zuko.distributions.DiagNormal(base.mean, base.stddev * base_scale)
         if base_df is not None:
             other = HeavyTailedBase(other, float(base_df), float(base_df_weight))
         return zuko.distributions.NormalizingFlow(flow.transform, other)
