@@ -179,9 +179,11 @@ def publish_report(
     command: list[str],
     sources: set[Path],
     started: dict | None = None,
+    extra_files: dict[str, str] | None = None,
 ) -> Path:
     """Write one benchmark's artifact: the report exactly as printed, results.json, figures and provenance
-    (``results`` carries ``wall_seconds`` and the machine's load average at the start and the end)."""
+    (``results`` carries ``wall_seconds`` and the machine's load average at the start and the end), and any
+    ``extra_files`` (name -> text, e.g. a table for the docs to include)."""
     record = provenance(
         command,
         results["wall_seconds"],
@@ -190,9 +192,8 @@ def publish_report(
         started=started,
     )
     report = f"# {title}\n\n```text\n{printed.rstrip()}\n```\n"
-    write_artifact(
-        directory, {"report.md": report, "results.json": json.dumps(results, indent=1) + "\n"}, named_figures, record
-    )
+    files = {"report.md": report, "results.json": json.dumps(results, indent=1) + "\n", **(extra_files or {})}
+    write_artifact(directory, files, named_figures, record)
     print(f"published {directory}")
     return directory
 

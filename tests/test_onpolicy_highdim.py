@@ -208,7 +208,14 @@ def test_a_resumed_tempered_run_continues_where_it_stopped(run_config, tmp_path)
 
     from rsft.train import train
 
-    common = ["experiment=onpolicy_twisted", "debug=fast", "sampler.num_accepted=2000", "trainer.limit_train_batches=2"]
+    # a constant learning rate: a cosine one decays over trainer.max_epochs, which the stopped run sets to 2
+    common = [
+        "experiment=onpolicy_twisted",
+        "debug=fast",
+        "sampler.num_accepted=2000",
+        "trainer.limit_train_batches=2",
+        "model.net.lr_schedule=constant",
+    ]
     train(run_config(*common, "trainer.max_epochs=4", run_dir=tmp_path / "full"))
     stopped = tmp_path / "stopped"
     train(run_config(*common, "trainer.max_epochs=2", run_dir=stopped))
@@ -242,3 +249,31 @@ def test_a_rule_with_round_to_round_state_is_refused_on_several_processes():
         data.sample_round(None, 0)
     data.trainer.world_size = 1  # one process: the same round runs
     assert data.sample_round(None, 0).batch["x"].shape == (10, 8)
+
+
+def test_hold_below_one_leaves_beta_one_to_the_exact_rate():
+    # With the good proposal the clipped-rate climb reaches β = 1 in a round or two; held below one it stops short
+    # of 1 (the exact-rate jump, here set out of reach at 0.9, is then the only way up). Mutation: the grid's 1 not
+    # removed under hold_below_one fails the first assertion.
+    held, _, near, _ = twisted_setting(tempered_quantile=0.99, exact_min_rate=0.9, hold_below_one=True)
+    free, _, _, _ = twisted_setting(tempered_quantile=0.99, exact_min_rate=0.9)
+    held_betas = [r["beta"] for r in climb(held, [near] * 4, n=2_000, seed=2)]
+    assert max(held_betas) < 1.0 and held_betas[-1] > 0.9
+    assert [r["beta"] for r in climb(free, [near] * 4, n=2_000, seed=2)][-1] == 1.0
+    with pytest.raises(ValueError, match="hold_below_one=true needs acceptance.exact_min_rate"):
+        TemperedDensityRatio(twisted_gaussian(dim=2), isotropic_normal(2, 4.0), hold_below_one=True)
+
+
+def test_exact_rate_estimate_of_a_proposal_that_missed_the_target_is_tiny():
+    # q sits at (8, 0) with scale 0.05, where a normalised N(0, I) has almost no mass: every p/q drawn is about
+    # e^-38, so mean/max alone looks like a fine rate (~0.5); sup p/q ≥ 1 for normalised densities makes it ~e^-38.
+    # Mutation: the max not floored at 1 for normalised targets fails it.
+    from rsft.proposals.distribution import DistributionProposal
+    from rsft.targets import StandardNormal
+
+    target = StandardNormal(2)
+    far = torch.distributions.Independent(torch.distributions.Normal(torch.tensor([8.0, 0.0]), 0.05), 1)
+    rule = TemperedDensityRatio(target, isotropic_normal(2, 4.0), min_rate=0.5, exact_min_rate=0.01)
+    rejection_sample(DistributionProposal(far), rule, num_proposals=20_000, seed=0)
+    rule.start()  # the round's figures become the last round's
+    assert rule.exact_rate_estimate() < 1e-10

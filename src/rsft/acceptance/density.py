@@ -376,6 +376,10 @@ class TemperedDensityRatio(DensityRatio):
     - ``exact_min_rate`` (e.g. 0.002): β jumps to 1 as soon as the previous round's candidates (all of
       them, not one chunk) show an exact acceptance rate of p, mean(p/q) / (max(p/q) × margin), of at
       least this much; without it β rises only as far as ``min_rate`` allows.
+    - ``hold_below_one`` (with ``exact_min_rate``): the ``min_rate`` climb stops short of β = 1, so β reaches 1
+      only through the exact-rate jump. In high dimensions the clipped rate at β = 1 clears ``min_rate`` long
+      before the model fits p; held below 1, the model keeps training on cheap tempered rounds near p until
+      the exact rate shows it is ready, instead of paying 1 / (a tiny rate) proposals per exact row.
     """
 
     def __init__(
@@ -389,6 +393,7 @@ class TemperedDensityRatio(DensityRatio):
         beta_grid: int = 64,
         tempered_quantile: float | None = None,
         exact_min_rate: float | None = None,
+        hold_below_one: bool = False,
     ):
         if not hasattr(reference, "log_prob"):
             raise TypeError(
@@ -415,8 +420,14 @@ class TemperedDensityRatio(DensityRatio):
                 "acceptance.exact_min_rate must be in (0, 1) (the estimated exact rate at which β jumps to 1) or "
                 f"null, got {exact_min_rate!r}"
             )
+        if hold_below_one and exact_min_rate is None:
+            raise ValueError(
+                "acceptance.hold_below_one=true needs acceptance.exact_min_rate (the only way β then reaches 1): "
+                "set exact_min_rate (e.g. 0.005) or hold_below_one=false"
+            )
         self.tempered_quantile = tempered_quantile
         self.exact_min_rate = exact_min_rate
+        self.hold_below_one = bool(hold_below_one)
         self.clipped = False  # this round's envelope is a fixed clipped one (tempered_quantile, β < 1)
         # logsumexp and max of log p − log q over this round's candidates, kept on the device (read once,
         # when the round ends), and their count: the exact rate's estimate (exact_rate_estimate)
@@ -495,10 +506,17 @@ class TemperedDensityRatio(DensityRatio):
         self._ratio_count += log_ratio.numel()
 
     def exact_rate_estimate(self) -> float | None:
-        """The last round's exact rate of p, mean(p/q) / (max(p/q) × margin) over all its candidates."""
+        """The last round's exact rate of p, mean(p/q) / (max(p/q) × margin) over all its candidates.
+
+        For a normalised target (``target.normalised``) the max is taken as at least 1: sup p/q ≥ 1 for two
+        normalised densities, and a proposal that has not found p's mass (every p/q drawn ≪ 1) would otherwise
+        look ready (mean and max both tiny, their ratio not).
+        """
         if self.last_exact_ratio is None or self.last_exact_ratio[1] == -math.inf:
             return None
         lse, top, n = self.last_exact_ratio
+        if getattr(self.target, "normalised", False):
+            top = max(top, 0.0)
         return math.exp(lse - top) / (n * self.margin)
 
     @torch.no_grad()
@@ -518,6 +536,8 @@ class TemperedDensityRatio(DensityRatio):
         betas = torch.logspace(math.log10(max(self.beta, 1e-4)), 0.0, self.beta_grid, dtype=torch.float64)
         if self.beta == 0.0:
             betas = torch.cat([torch.zeros(1, dtype=torch.float64), betas])
+        if self.hold_below_one:
+            betas = betas[betas < 1.0 - 1e-9]
         ratio = betas[:, None] * (log_p - log_r)[None, :] + (log_r - log_q)[None, :]
         if self.tempered_quantile is None:
             # Under an envelope at the chunk's max ratio × margin, the chunk's mean acceptance probability.
