@@ -344,7 +344,7 @@ def cells_of(args: argparse.Namespace) -> list[tuple[str, int | None]]:
     if args.quick:
         return [(name, d) for name, dims in QUICK_CELLS.items() for d in dims]
     if args.frontier:
-        return [(name, d) for name, dims in FRONTIER.items() for d in dims]
+        return [(name, d) for name, dims in (args.only or FRONTIER).items() for d in dims]
     return [(name, d) for name in args.targets for d in (args.dims or [None])]
 
 
@@ -427,6 +427,10 @@ def run(args: argparse.Namespace) -> dict:
     tasks += [("seed", name, dim, seed) for name, dim in cells for seed in args.seeds]
     done, reused = run_tasks(tasks, args)
     results: dict = {"machine": info, "targets": {}, "frontier": any(d is not None for _, d in cells)}
+    if getattr(args, "only", None):  # the frontier's cells left out, named in the table
+        results["not_run"] = [
+            f"{n} d={d}" for n, dims in FRONTIER.items() for d in dims if d not in args.only.get(n, [])
+        ]
     for name, dim in cells:
         experiment = TARGETS[name][0]
         fixed = done[("fixed", name, dim, None)]
@@ -598,6 +602,8 @@ def frontier_table(results: dict) -> str:
             f"{t['scale']:g}, 1e{_log10_rate(t['log_M']):.1f}, {t['ess']:.1g} | "
             f"{max(s['wall_seconds'] for s in seeds):.0f} |"
         )
+    if results.get("not_run"):
+        lines.append(f"\nNot run in this artifact (`--only`): {', '.join(results['not_run'])}.")
     return "\n".join(lines)
 
 
@@ -703,12 +709,35 @@ def publish(
     )
 
 
+def _frontier_subset(items: list[str], parser: argparse.ArgumentParser) -> dict[str, list[int]]:
+    """``twisted:8,16 funnel:10`` -> {"twisted": [8, 16], "funnel": [10]}, each a cell of FRONTIER."""
+    subset: dict[str, list[int]] = {}
+    for item in items:
+        name, _, dims = item.partition(":")
+        try:
+            wanted = [int(d) for d in dims.split(",")] if dims else list(FRONTIER.get(name, []))
+        except ValueError:
+            parser.error(f"--only {item!r}: write TARGET:D,D with integer dimensions, e.g. twisted:8,16")
+        unknown = [d for d in wanted if d not in FRONTIER.get(name, [])]
+        if name not in FRONTIER or unknown:
+            cells = ", ".join(f"{n}:{','.join(map(str, ds))}" for n, ds in FRONTIER.items())
+            parser.error(f"--only {item!r} is not a frontier cell; the frontier's cells are {cells}")
+        subset.setdefault(name, []).extend(d for d in wanted if d not in subset.get(name, []))
+    return subset
+
+
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="python -m benchmarks.onpolicy", description=__doc__.splitlines()[0])
     parser.add_argument("--targets", nargs="+", choices=sorted(TARGETS), default=["twisted", "corners"])
     parser.add_argument("--dims", type=int, nargs="+", help="task.dim for every target (default: the experiment's)")
     parser.add_argument("--frontier", action="store_true", help="every (target, d) of FRONTIER (seeds 0 1 2)")
     parser.add_argument("--quick", action="store_true", help="a seconds-long smoke run of the frontier pipeline")
+    parser.add_argument(
+        "--only",
+        nargs="+",
+        metavar="TARGET:D,D",
+        help="with --frontier: only these cells, e.g. twisted:8,16 funnel:10 (the table names the rest as not run)",
+    )
     parser.add_argument(
         "--seeds",
         type=int,
@@ -732,6 +761,10 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
     args = parser.parse_args(argv)
     if args.jobs < 1:
         parser.error(f"--jobs must be at least 1, got {args.jobs}")
+    if args.only is not None:
+        if not args.frontier:
+            parser.error("--only restricts --frontier's cells: add --frontier")
+        args.only = _frontier_subset(args.only, parser)
     quick = args.quick
     args.seeds = args.seeds or ([0, 1, 2] if args.frontier and not quick else [0])
     # the frontier's fixed proposals accept 1e-7 to 1e-300: fewer draws than the d = 8 benchmark's suffice

@@ -180,3 +180,20 @@ def test_frontier_quick_run_publishes_a_table_a_plot_and_per_seed_figures(tmp_pa
         assert figures[f"{cell} :: fixed :: log_M"] > 0 and 0 < figures[f"{cell} :: student_t :: ess"] <= 1
         assert 0 < figures[f"{cell} :: seed 0 :: flow_ess"] <= 1
     assert frontier_table(results).count("\n") == 3  # header, rule, two rows
+
+
+def test_frontier_subset_names_its_cells_and_refuses_others(capsys):
+    from benchmarks.onpolicy import cells_of, parse_args
+
+    args = parse_args(["--frontier", "--only", "twisted:8,16", "funnel"])
+    assert cells_of(args) == [("twisted", 8), ("twisted", 16), ("funnel", 10), ("funnel", 32)]
+    table = frontier_table({"targets": {}, "not_run": ["corners d=8"]})
+    assert table.endswith("Not run in this artifact (`--only`): corners d=8.")
+    for argv, message in [
+        (["--frontier", "--only", "twisted:12"], "'twisted:12' is not a frontier cell"),
+        (["--frontier", "--only", "twisted:x"], "integer dimensions"),
+        (["--only", "twisted:8"], "add --frontier"),
+    ]:
+        with pytest.raises(SystemExit):
+            parse_args(argv)
+        assert message in capsys.readouterr().err
