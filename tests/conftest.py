@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import zlib
 from pathlib import Path
 
 import pytest
@@ -59,10 +60,17 @@ def write_jsonl(path: Path, rows: list[dict]) -> Path:
     return path
 
 
-def prompt_run(path: Path, *overrides: str) -> list[str]:
-    """experiment=rft_prompts with a tiny random gpt2 (char tokenizer, plain-text prompts) on the file ``path``."""
+def coin_verifier(question: str, reply: str, reference: str) -> float:
+    """A stand-in verifier for models that are never right: a reply "passes" on one parity of its CRC-32, so a
+    prompt's group of differing replies mixes passes and failures."""
+    return float(zlib.crc32(reply.encode()) % 2)
+
+
+def prompt_run(path: Path, *overrides: str, experiment: str = "rft_prompts") -> list[str]:
+    """experiment=rft_prompts (or ``experiment``) with a tiny random gpt2 (char tokenizer, plain-text prompts) on
+    the file ``path``."""
     return [
-        "experiment=rft_prompts",
+        f"experiment={experiment}",
         f"task.path={path}",
         "task.test_path=null",
         "task.test_size=0.25",

@@ -150,3 +150,55 @@ def test_group_counts_are_shared_between_ranks_and_add_up():
         data.trainer = rank_trainer(rank, 2)
         held.append(int(data.sample_round(None, 0).stats["groups_accepted"]))
     assert held == [4, 3]
+
+
+def test_experiment_rft_dynamic_keeps_whole_groups_inside_the_band(run_config, tmp_path):
+    """experiment=rft_dynamic end to end with a tiny random gpt2 and a verifier that passes odd-length replies:
+    each round draws chunks of 2 prompts (k = 2) until 2 groups with 1 of 2 replies right are kept or the
+    budget of 12 replies is spent; the rows trained on are the right replies of those groups only, and the
+    pass-rate report is written. Mutations that fail it: the band's strict bounds made inclusive (2/2 groups
+    kept), counting rows instead of groups (the round stops at 2 rows)."""
+    import json
+    import warnings
+
+    from conftest import PROMPT_ROWS, prompt_run, write_jsonl
+
+    from rsft.train import train
+
+    data = write_jsonl(
+        tmp_path / "mine.jsonl", PROMPT_ROWS + [{"problem": f"Add {i}?", "solution": f"#### {i}"} for i in range(10)]
+    )
+    overrides = prompt_run(
+        data,
+        "task.verifier={_target_:conftest.coin_verifier,_partial_:true}",
+        "proposal.chunk_prompts=2",
+        "sampler.num_accepted=2",
+        "sampler.max_proposals=12",
+        "sampler.save_accepted=true",
+        "model.pretrain.steps=150",  # enough to end replies with eos (an unfinished reply counts as wrong)
+        "model.net.lr=0.01",
+        "proposal.max_new_tokens=16",
+        "model.net.eval_max_new_tokens=16",
+        "proposal.temperature=2.0",  # a group's two replies differ
+        experiment="rft_dynamic",
+    )
+    cfg = run_config(*overrides)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # a round that spends its budget warns (allow_partial)
+        train(cfg)
+    run = tmp_path / "run"
+    rows = [json.loads(line) for line in (run / "epochs.jsonl").read_text().splitlines()]
+    assert len(rows) == 2
+    for row in rows:
+        kept, drawn = row["sampling/groups_accepted"], row["sampling/groups_drawn"]
+        assert row["sampling/proposals_drawn"] == 2 * drawn <= 12 and drawn % 2 == 0  # whole chunks of 2 prompts
+        # the band saw every drawn group; the engine kept the first 2 it passed (the last chunk cut after them)
+        hist = sum(row.get(f"sampling/rule0_pass_rate_{c}_of_2", 0.0) for c in range(3))
+        assert hist == drawn == row["sampling/rule0_groups_seen"]
+        assert kept <= row["sampling/rule0_groups_kept"] == row.get("sampling/rule0_pass_rate_1_of_2", 0.0)
+        assert kept == 2 or (kept < 2 and row["sampling/proposals_drawn"] == 12)  # its groups, or the budget spent
+        assert row["sampling/accepted"] == kept  # one right reply per kept group (the other is wrong)
+    assert any(r["sampling/groups_accepted"] == 2 for r in rows)
+    batch = torch.load(run / "accepted" / "epoch_000.pt", weights_only=True)
+    assert len(set(batch["prompt_id"].tolist())) == rows[0]["sampling/groups_accepted"]
+    assert (run / "pass_rates.md").is_file() and "| 0 |" in (run / "pass_rates.md").read_text()

@@ -36,7 +36,7 @@ def test_every_experiment_config_composes_and_validates(name, debug):
 #: and evaluation, a GAN trained before sampling, on-policy flow proposals at 0.2 % acceptance; rft_smollm2 and
 #: rft_prompts load a 135 M model, ~75 s and ~165 s): their smoke runs are marked slow; they still compose in the
 #: default run.
-SLOW_SMOKE = {"rft_arithmetic", "rft_smollm2", "rft_prompts", "drs_flow_onpolicy", "drs_gan"}
+SLOW_SMOKE = {"rft_arithmetic", "rft_smollm2", "rft_prompts", "rft_dynamic", "drs_flow_onpolicy", "drs_gan"}
 
 
 @pytest.mark.parametrize(

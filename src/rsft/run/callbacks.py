@@ -131,8 +131,13 @@ class EpochRecorder(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if not trainer.is_global_zero or trainer.sanity_checking:
             return
-        # the round's figures exactly (the logged copies went through float32)
-        row = {"epoch": trainer.current_epoch, **scalar_metrics(dict(trainer.callback_metrics)), **self.round}
+        # The round's figures exactly (the logged copies went through float32), and only this round's: Lightning
+        # keeps a key logged in an earlier epoch in callback_metrics, so a figure this round did not report
+        # (a pass-rate bin no group fell in) would otherwise show the earlier round's value.
+        logged = {
+            k: v for k, v in scalar_metrics(dict(trainer.callback_metrics)).items() if not k.startswith("sampling/")
+        }
+        row = {"epoch": trainer.current_epoch, **logged, **self.round}
         self.path.parent.mkdir(parents=True, exist_ok=True)
         with self.path.open("a") as handle:
             handle.write(json.dumps(row) + "\n")

@@ -38,6 +38,9 @@ def register_resolvers() -> None:
     # count accepted rows, not in runs that set num_proposals (both set is an error).
     if not OmegaConf.has_resolver("rsft_unless"):
         OmegaConf.register_new_resolver("rsft_unless", lambda a, b: b if a is None else None)
+    # ``${rsft_debug_cap:count}``: debug=fast's cap on sampler.num_accepted, 1000 rows or 4 prompt groups.
+    if not OmegaConf.has_resolver("rsft_debug_cap"):
+        OmegaConf.register_new_resolver("rsft_debug_cap", lambda count: 4 if count == "groups" else 1000)
     if not OmegaConf.has_resolver("rsft_pool_size"):
         OmegaConf.register_new_resolver("rsft_pool_size", pool_size)
 
