@@ -480,7 +480,7 @@ def print_cell(key: str, row: dict, seeds: list[int]) -> None:
     print("  on-policy rounds: " + "; ".join(round_text(r) for r in o["rounds"]))
     if "rate" in o:
         print(
-            f"  on-policy at β = 1 (last round): rate {o['rate']:.3g} ({o['rate'] / f['rate_bound']:.3g}× the "
+            f"  on-policy at β = 1 (last round): rate {o['rate']:.3g} ({times_fixed(o['rate'], f['rate_bound'])} the "
             f"fixed), {o['accepted_per_s']:.3g} accepted/s ({speedup(o['accepted_per_s'], f['accepted_per_s'])}); "
             f"{o['exact_samples']:,} exact samples in {o['exact_rounds']} rounds, "
             f"{o['end_to_end_accepted_per_s']:.3g}/s end to end (training and tempered rounds included), "
@@ -510,6 +510,14 @@ def print_cell(key: str, row: dict, seeds: list[int]) -> None:
                 "      rounds: "
                 + "; ".join(f"β {r['beta']:.3g} rate {r['rate']:.3g}" for r in row["rounds_by_seed"][seed])
             )
+
+
+def times_fixed(rate: float, fixed_bound: float) -> str:
+    """The on-policy rate as a multiple of the fixed proposal's; a bound that underflows to 0 (the funnel's
+    Gaussian envelopes, log M in the thousands) has no finite multiple."""
+    if fixed_bound > 0:
+        return f"{rate / fixed_bound:.3g}×"
+    return "unboundedly many times (its envelope's rate underflows to 0)"
 
 
 def round_text(r: dict) -> str:

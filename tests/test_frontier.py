@@ -197,3 +197,11 @@ def test_frontier_subset_names_its_cells_and_refuses_others(capsys):
         with pytest.raises(SystemExit):
             parse_args(argv)
         assert message in capsys.readouterr().err
+
+
+def test_a_fixed_rate_that_underflows_to_zero_is_no_division():
+    """The funnel's best fixed Gaussian has log M ≈ 5,000: its rate bound is 0.0 in float64 (the sweep crashed)."""
+    from benchmarks.onpolicy import times_fixed
+
+    assert times_fixed(0.1, 1e-12) == "1e+11×"
+    assert "unboundedly" in times_fixed(0.1, 0.0)
