@@ -202,3 +202,12 @@ def test_experiment_rft_dynamic_keeps_whole_groups_inside_the_band(run_config, t
     batch = torch.load(run / "accepted" / "epoch_000.pt", weights_only=True)
     assert len(set(batch["prompt_id"].tolist())) == rows[0]["sampling/groups_accepted"]
     assert (run / "pass_rates.md").is_file() and "| 0 |" in (run / "pass_rates.md").read_text()
+
+
+def test_debug_fast_caps_groups_not_rows_under_count_groups():
+    """debug=fast caps sampler.num_accepted at 4 groups when the run counts groups (1,000 groups would spend every
+    smoke round's budget), and at 1,000 rows otherwise."""
+    from rsft.run.config import compose
+
+    assert compose(["experiment=rft_dynamic", "debug=fast"]).sampler.num_accepted == 4
+    assert compose(["experiment=density_grid25", "debug=fast"]).sampler.num_accepted == 1000
